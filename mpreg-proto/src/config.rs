@@ -1,0 +1,596 @@
+//! Configuration with documented defaults and validation.
+//!
+//! Every timing rule of the protocol is derived from these values, including
+//! [`Config::detection_bound`], the published worst-case time to detect a
+//! crash. Every limit has a cap here and a counter in
+//! [`Metrics::limits_hit`](crate::Metrics).
+
+use std::time::Duration;
+use thiserror::Error;
+
+/// Everything a [`Node`](crate::Node) needs to know before it starts.
+///
+/// `Config::default()` is a sane production configuration; the sub-structs
+/// group the knobs by concern. Call [`Config::validate`] (done by
+/// [`Node::new`](crate::Node::new)) to get typed errors instead of surprises.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The cluster this node belongs to; frames from other clusters are
+    /// rejected. Default `"default"`.
+    pub cluster_id: String,
+    /// A human-readable node name, replicated with the member record.
+    pub name: String,
+    /// Seed of the node's RNG. The same seed and the same inputs give the
+    /// same outputs. Runtimes should draw it from the OS.
+    pub rng_seed: u64,
+    /// Failure detection.
+    pub membership: MembershipConfig,
+    /// The bounded overlay of connections.
+    pub overlay: OverlayConfig,
+    /// Broadcast and anti-entropy.
+    pub dissemination: DisseminationConfig,
+    /// Calls and invocations.
+    pub calls: CallConfig,
+    /// Caps on everything an input can grow.
+    pub limits: Limits,
+}
+
+/// SWIM/Lifeguard failure detection over the active view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipConfig {
+    /// The protocol period: an active peer silent for this long is pinged.
+    /// Default 1 s.
+    pub probe_period: Duration,
+    /// Floor of the adaptive probe timeout (smoothed RTT + 4 × variance).
+    /// Default 100 ms.
+    pub probe_timeout_min: Duration,
+    /// Cap of the adaptive probe timeout, also used before any RTT sample.
+    /// Default 500 ms.
+    pub probe_timeout_max: Duration,
+    /// Members asked to probe a peer that missed its direct ack. Default 3.
+    pub indirect_probes: usize,
+    /// How long indirect probes may take. Default 500 ms.
+    pub indirect_timeout: Duration,
+    /// Suspicion timeout per decade of cluster size: the longest suspicion
+    /// lasts `suspicion_per_decade × max(1, log10 N)`. Default 900 ms.
+    pub suspicion_per_decade: Duration,
+    /// Independent confirmations that shorten a suspicion to its minimum
+    /// (Lifeguard's K). Default 3.
+    pub suspicion_confirmations: u32,
+    /// The shortest suspicion is the longest divided by this. Default 3.
+    pub suspicion_speedup: u32,
+    /// Lifeguard local-health ceiling: a node that itself misses acks and
+    /// nacks scales its probe timeouts by up to `1 + max_local_health`.
+    /// Default 8.
+    pub max_local_health: u32,
+    /// Allowance for a broadcast to reach every node, used only in
+    /// [`Config::detection_bound`]. Default 250 ms.
+    pub dissemination_allowance: Duration,
+    /// How long Dead and Left members are remembered (and Dead ones
+    /// re-probed) before being forgotten. Default 24 h.
+    pub reconnect_window: Duration,
+    /// While no member but this node is Alive, seeds are re-dialled at this
+    /// pace. Default 1 s.
+    pub join_retry_interval: Duration,
+    /// While joined but no seed is Alive, seeds are re-dialled at this pace.
+    /// Default 10 s.
+    pub seed_redial_interval: Duration,
+}
+
+/// HyParView-style bounded overlay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OverlayConfig {
+    /// The active view aims for `⌈log₂ N⌉ + active_view_extra` peers.
+    /// Default 1.
+    pub active_view_extra: usize,
+    /// Lower bound of the active-view target. Default 3.
+    pub active_view_min: usize,
+    /// Upper bound of the active-view target. Default 16.
+    pub active_view_max: usize,
+    /// Peers accepted above the target before the view sheds one.
+    /// Default 2.
+    pub active_view_slack: usize,
+    /// Size of the passive view of candidates. Default 32.
+    pub passive_view_size: usize,
+    /// Length of the random walk a join takes (HyParView's ARWL). Default 5.
+    pub join_walk_ttl: u8,
+    /// Where on the walk the joiner is added to passive views (PRWL).
+    /// Default 2.
+    pub passive_walk_ttl: u8,
+    /// Period of passive-view shuffles and view repair. Default 10 s.
+    pub shuffle_period: Duration,
+    /// Peers exchanged per shuffle. Default 8.
+    pub shuffle_size: usize,
+}
+
+/// Plumtree broadcast and anti-entropy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DisseminationConfig {
+    /// How long a node waits after an "I have" for the eager copy before
+    /// grafting the announcer into the tree. Default 100 ms.
+    pub graft_timeout: Duration,
+    /// Anti-entropy interval for clusters up to 32 nodes; it grows with
+    /// `1 + log₂(N / 32)` above that so bytes per node stay flat.
+    /// Default 2 s.
+    pub sync_interval: Duration,
+    /// Byte budget of one page of anti-entropy updates. Default 64 KiB.
+    pub sync_page_bytes: usize,
+    /// Pages sent per exchange before the rest waits for the next.
+    /// Default 16.
+    pub sync_pages_per_exchange: usize,
+}
+
+/// Calls and invocations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallConfig {
+    /// Budget of a call that does not set one. Default 30 s.
+    pub default_timeout: Duration,
+    /// Longest budget a call may carry. Default 1 h.
+    pub max_timeout: Duration,
+    /// Maximum forwarding hops of a call. Default 8.
+    pub hop_budget: u8,
+}
+
+/// Caps on state an input can grow. Hitting one is counted in
+/// [`Metrics::limits_hit`](crate::Metrics) — never a panic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest frame accepted or produced. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Members in the table. Default 200,000.
+    pub max_members: usize,
+    /// Catalog entries (functions, tombstones included) per node.
+    /// Default 4,096.
+    pub max_functions_per_node: usize,
+    /// Catalog entries in total. Default 1,000,000.
+    pub max_catalog_entries: usize,
+    /// Calls this node waits on. Default 65,536.
+    pub max_pending_calls: usize,
+    /// Handlers running at once on this node; more answer `Overloaded`.
+    /// Default 4,096.
+    pub max_invocations: usize,
+    /// Remembered call results for deduplication. Default 65,536.
+    pub max_dedup_entries: usize,
+    /// Peers with per-address protocol state. Default 65,536.
+    pub max_sessions: usize,
+    /// Announced-but-missing updates awaiting a graft. Default 65,536.
+    pub max_missing_updates: usize,
+    /// Frames waiting in `poll_transmit`. Default 1,000,000.
+    pub max_queued_transmits: usize,
+    /// Sustained frames per second accepted from one address. Default 20,000.
+    pub peer_frames_per_sec: u32,
+    /// Burst of frames accepted from one address. Default 40,000.
+    pub peer_frame_burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_id: "default".into(),
+            name: String::new(),
+            rng_seed: 0,
+            membership: MembershipConfig::default(),
+            overlay: OverlayConfig::default(),
+            dissemination: DisseminationConfig::default(),
+            calls: CallConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            probe_period: Duration::from_secs(1),
+            probe_timeout_min: Duration::from_millis(100),
+            probe_timeout_max: Duration::from_millis(500),
+            indirect_probes: 3,
+            indirect_timeout: Duration::from_millis(500),
+            suspicion_per_decade: Duration::from_millis(900),
+            suspicion_confirmations: 3,
+            suspicion_speedup: 3,
+            max_local_health: 8,
+            dissemination_allowance: Duration::from_millis(250),
+            reconnect_window: Duration::from_secs(24 * 3600),
+            join_retry_interval: Duration::from_secs(1),
+            seed_redial_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        OverlayConfig {
+            active_view_extra: 1,
+            active_view_min: 3,
+            active_view_max: 16,
+            active_view_slack: 2,
+            passive_view_size: 32,
+            join_walk_ttl: 5,
+            passive_walk_ttl: 2,
+            shuffle_period: Duration::from_secs(10),
+            shuffle_size: 8,
+        }
+    }
+}
+
+impl Default for DisseminationConfig {
+    fn default() -> Self {
+        DisseminationConfig {
+            graft_timeout: Duration::from_millis(100),
+            sync_interval: Duration::from_secs(2),
+            sync_page_bytes: 64 * 1024,
+            sync_pages_per_exchange: 16,
+        }
+    }
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(3600),
+            hop_budget: 8,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 * 1024 * 1024,
+            max_members: 200_000,
+            max_functions_per_node: 4_096,
+            max_catalog_entries: 1_000_000,
+            max_pending_calls: 65_536,
+            max_invocations: 4_096,
+            max_dedup_entries: 65_536,
+            max_sessions: 65_536,
+            max_missing_updates: 65_536,
+            max_queued_transmits: 1_000_000,
+            peer_frames_per_sec: 20_000,
+            peer_frame_burst: 40_000,
+        }
+    }
+}
+
+/// A configuration value that cannot work. The node was not created.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    #[error("`{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// Two values contradict each other.
+    #[error("`{low}` ({low_value}) must not exceed `{high}` ({high_value})")]
+    Order {
+        /// The value that should be the smaller.
+        low: &'static str,
+        /// Its value.
+        low_value: String,
+        /// The value that should be the larger.
+        high: &'static str,
+        /// Its value.
+        high_value: String,
+    },
+    /// A value outside its allowed range.
+    #[error("`{key}` = {value} is out of range: {why}")]
+    Range {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: &'static str,
+    },
+}
+
+/// The smallest frame limit that still fits every control message.
+pub const MIN_FRAME_SIZE: usize = 4 * 1024;
+
+impl Config {
+    /// Checks every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.membership;
+        for (key, d) in [
+            ("membership.probe_period", m.probe_period),
+            ("membership.probe_timeout_min", m.probe_timeout_min),
+            ("membership.probe_timeout_max", m.probe_timeout_max),
+            ("membership.indirect_timeout", m.indirect_timeout),
+            ("membership.suspicion_per_decade", m.suspicion_per_decade),
+            ("membership.join_retry_interval", m.join_retry_interval),
+            ("membership.seed_redial_interval", m.seed_redial_interval),
+            ("overlay.shuffle_period", self.overlay.shuffle_period),
+            (
+                "dissemination.graft_timeout",
+                self.dissemination.graft_timeout,
+            ),
+            (
+                "dissemination.sync_interval",
+                self.dissemination.sync_interval,
+            ),
+            ("calls.default_timeout", self.calls.default_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(key));
+            }
+        }
+        order(
+            "membership.probe_timeout_min",
+            m.probe_timeout_min,
+            "membership.probe_timeout_max",
+            m.probe_timeout_max,
+        )?;
+        order(
+            "membership.probe_timeout_max",
+            m.probe_timeout_max,
+            "membership.probe_period",
+            m.probe_period,
+        )?;
+        order(
+            "calls.default_timeout",
+            self.calls.default_timeout,
+            "calls.max_timeout",
+            self.calls.max_timeout,
+        )?;
+        if m.suspicion_speedup == 0 {
+            return Err(range(
+                "membership.suspicion_speedup",
+                m.suspicion_speedup,
+                "must be at least 1",
+            ));
+        }
+        if m.max_local_health > 64 {
+            return Err(range(
+                "membership.max_local_health",
+                m.max_local_health,
+                "must be at most 64",
+            ));
+        }
+        if m.reconnect_window < m.probe_period {
+            return Err(range(
+                "membership.reconnect_window",
+                format!("{:?}", m.reconnect_window),
+                "must be at least one probe period",
+            ));
+        }
+        let o = &self.overlay;
+        if o.active_view_min == 0 {
+            return Err(range("overlay.active_view_min", 0, "must be at least 1"));
+        }
+        if o.active_view_min > o.active_view_max {
+            return Err(ConfigError::Order {
+                low: "overlay.active_view_min",
+                low_value: o.active_view_min.to_string(),
+                high: "overlay.active_view_max",
+                high_value: o.active_view_max.to_string(),
+            });
+        }
+        if o.active_view_max > 256 {
+            return Err(range(
+                "overlay.active_view_max",
+                o.active_view_max,
+                "must be at most 256",
+            ));
+        }
+        if o.passive_walk_ttl > o.join_walk_ttl {
+            return Err(ConfigError::Order {
+                low: "overlay.passive_walk_ttl",
+                low_value: o.passive_walk_ttl.to_string(),
+                high: "overlay.join_walk_ttl",
+                high_value: o.join_walk_ttl.to_string(),
+            });
+        }
+        let l = &self.limits;
+        if l.max_frame_size < MIN_FRAME_SIZE {
+            return Err(range(
+                "limits.max_frame_size",
+                l.max_frame_size,
+                "must be at least 4096 bytes",
+            ));
+        }
+        let d = &self.dissemination;
+        if d.sync_page_bytes < 1024 || d.sync_page_bytes > l.max_frame_size / 2 {
+            return Err(range(
+                "dissemination.sync_page_bytes",
+                d.sync_page_bytes,
+                "must be between 1 KiB and half of limits.max_frame_size",
+            ));
+        }
+        if d.sync_pages_per_exchange == 0 {
+            return Err(range(
+                "dissemination.sync_pages_per_exchange",
+                0,
+                "must be at least 1",
+            ));
+        }
+        for (key, v) in [
+            ("limits.max_members", l.max_members),
+            ("limits.max_functions_per_node", l.max_functions_per_node),
+            ("limits.max_catalog_entries", l.max_catalog_entries),
+            ("limits.max_pending_calls", l.max_pending_calls),
+            ("limits.max_invocations", l.max_invocations),
+            ("limits.max_dedup_entries", l.max_dedup_entries),
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_missing_updates", l.max_missing_updates),
+            ("limits.max_queued_transmits", l.max_queued_transmits),
+        ] {
+            if v == 0 {
+                return Err(range(key, 0, "must be at least 1"));
+            }
+        }
+        if l.max_members < 2 {
+            return Err(range(
+                "limits.max_members",
+                l.max_members,
+                "must be at least 2",
+            ));
+        }
+        if l.peer_frames_per_sec == 0 || l.peer_frame_burst < l.peer_frames_per_sec {
+            return Err(range(
+                "limits.peer_frame_burst",
+                l.peer_frame_burst,
+                "must be at least limits.peer_frames_per_sec, which must be positive",
+            ));
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 255 {
+            return Err(range(
+                "cluster_id",
+                format!("{:?}", self.cluster_id),
+                "must be 1 to 255 bytes",
+            ));
+        }
+        if self.name.len() > 255 {
+            return Err(range("name", self.name.len(), "must be at most 255 bytes"));
+        }
+        Ok(())
+    }
+
+    /// The active-view size this node aims for in a cluster of `n` members.
+    pub fn active_view_target(&self, n: usize) -> usize {
+        let o = &self.overlay;
+        let log = usize::BITS - n.saturating_sub(1).leading_zeros(); // ⌈log₂ n⌉
+        (log as usize + o.active_view_extra).clamp(o.active_view_min, o.active_view_max)
+    }
+
+    /// The longest a suspicion of a member of an `n`-node cluster lasts
+    /// before it is declared Dead (no independent confirmations).
+    pub fn suspicion_max(&self, n: usize) -> Duration {
+        let decades = (n.max(10) as f64).log10();
+        self.membership.suspicion_per_decade.mul_f64(decades)
+    }
+
+    /// The shortest suspicion: with `suspicion_confirmations` independent
+    /// confirmations.
+    pub fn suspicion_min(&self, n: usize) -> Duration {
+        self.suspicion_max(n) / self.membership.suspicion_speedup
+    }
+
+    /// The suspicion timeout after `confirmations` independent
+    /// confirmations (Lifeguard: shrinks logarithmically from max to min).
+    pub fn suspicion_timeout(&self, n: usize, confirmations: u32) -> Duration {
+        let (max, min) = (self.suspicion_max(n), self.suspicion_min(n));
+        let k = self.membership.suspicion_confirmations;
+        if k == 0 || confirmations >= k {
+            return min;
+        }
+        let frac = ((confirmations + 1) as f64).ln() / ((k + 1) as f64).ln();
+        max.saturating_sub((max - min).mul_f64(frac)).max(min)
+    }
+
+    /// The anti-entropy interval in a cluster of `n` members.
+    pub fn sync_interval(&self, n: usize) -> Duration {
+        let scale = 1.0 + ((n.max(32) as f64) / 32.0).log2();
+        self.dissemination.sync_interval.mul_f64(scale)
+    }
+
+    /// The published worst case, at 0% loss and with a healthy prober, from
+    /// a member crashing to every live member of an `n`-node cluster marking
+    /// it Dead: the crashed peer is probed at most one probe period after it
+    /// was last heard from; the direct probe and the indirect probes time
+    /// out; the suspicion runs its longest course (no confirmations); the
+    /// Dead verdict is broadcast.
+    pub fn detection_bound(&self, n: usize) -> Duration {
+        let m = &self.membership;
+        m.probe_period
+            + m.probe_timeout_max
+            + m.indirect_timeout
+            + self.suspicion_max(n)
+            + m.dissemination_allowance
+    }
+}
+
+fn order(
+    low: &'static str,
+    a: Duration,
+    high: &'static str,
+    b: Duration,
+) -> Result<(), ConfigError> {
+    if a > b {
+        return Err(ConfigError::Order {
+            low,
+            low_value: format!("{a:?}"),
+            high,
+            high_value: format!("{b:?}"),
+        });
+    }
+    Ok(())
+}
+
+fn range(key: &'static str, value: impl ToString, why: &'static str) -> ConfigError {
+    ConfigError::Range {
+        key,
+        value: value.to_string(),
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_detect_within_five_seconds_up_to_1000_nodes() {
+        let c = Config::default();
+        c.validate().unwrap();
+        for n in [1, 2, 10, 50, 100, 500, 1000] {
+            assert!(
+                c.detection_bound(n) <= Duration::from_secs(5),
+                "n={n}: {:?}",
+                c.detection_bound(n)
+            );
+        }
+        assert!(c.detection_bound(10_000) > c.detection_bound(1000));
+    }
+
+    #[test]
+    fn active_view_grows_with_log_n_and_is_clamped() {
+        let c = Config::default();
+        assert_eq!(c.active_view_target(1), 3);
+        assert_eq!(c.active_view_target(8), 4);
+        assert_eq!(c.active_view_target(1000), 11);
+        assert_eq!(c.active_view_target(10_000), 15);
+        assert_eq!(c.active_view_target(usize::MAX), 16);
+    }
+
+    #[test]
+    fn suspicion_shrinks_with_confirmations() {
+        let c = Config::default();
+        let n = 100;
+        let mut last = c.suspicion_timeout(n, 0);
+        assert_eq!(last, c.suspicion_max(n));
+        for k in 1..=3 {
+            let t = c.suspicion_timeout(n, k);
+            assert!(t < last);
+            last = t;
+        }
+        assert_eq!(last, c.suspicion_min(n));
+        assert_eq!(c.suspicion_timeout(n, 99), c.suspicion_min(n));
+    }
+
+    #[test]
+    fn sync_interval_scales_with_n() {
+        let c = Config::default();
+        assert_eq!(c.sync_interval(10), c.dissemination.sync_interval);
+        assert!(c.sync_interval(1000) > c.sync_interval(100));
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let mut c = Config::default();
+        c.membership.probe_period = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero("membership.probe_period"))
+        );
+        let mut c = Config::default();
+        c.membership.probe_timeout_max = Duration::from_secs(5);
+        assert!(matches!(c.validate(), Err(ConfigError::Order { .. })));
+        let mut c = Config::default();
+        c.limits.max_frame_size = 10;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("limits.max_frame_size"), "{e}");
+        let mut c = Config::default();
+        c.cluster_id.clear();
+        assert!(c.validate().unwrap_err().to_string().contains("cluster_id"));
+    }
+}

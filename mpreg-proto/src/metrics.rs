@@ -1,0 +1,166 @@
+//! Counters of everything the node did, for tests, simulations and
+//! operators. Plain numbers: reading them costs nothing.
+
+use crate::wire::MessageKind;
+
+/// Why a frame was rejected.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum RejectReason {
+    TooLarge,
+    TooShort,
+    BadMagic,
+    UnsupportedVersion,
+    UnsupportedFlags,
+    WrongCluster,
+    /// Unknown message kind: skipped (a newer peer), not an error.
+    UnknownKind,
+    Malformed,
+    RateLimited,
+    IncompatibleVersion,
+    NotAllowed,
+    Left,
+}
+
+impl RejectReason {
+    /// Every reason.
+    pub const ALL: [RejectReason; 12] = [
+        RejectReason::TooLarge,
+        RejectReason::TooShort,
+        RejectReason::BadMagic,
+        RejectReason::UnsupportedVersion,
+        RejectReason::UnsupportedFlags,
+        RejectReason::WrongCluster,
+        RejectReason::UnknownKind,
+        RejectReason::Malformed,
+        RejectReason::RateLimited,
+        RejectReason::IncompatibleVersion,
+        RejectReason::NotAllowed,
+        RejectReason::Left,
+    ];
+}
+
+/// A configured cap that was reached.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Limit {
+    FrameSize,
+    Members,
+    FunctionsPerNode,
+    CatalogEntries,
+    PendingCalls,
+    Invocations,
+    DedupEntries,
+    Sessions,
+    MissingUpdates,
+    QueuedTransmits,
+}
+
+impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 10] = [
+        Limit::FrameSize,
+        Limit::Members,
+        Limit::FunctionsPerNode,
+        Limit::CatalogEntries,
+        Limit::PendingCalls,
+        Limit::Invocations,
+        Limit::DedupEntries,
+        Limit::Sessions,
+        Limit::MissingUpdates,
+        Limit::QueuedTransmits,
+    ];
+}
+
+/// Counters since the node was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Frames received, by kind (index with [`MessageKind::index`]).
+    pub frames_in: [u64; MessageKind::COUNT],
+    /// Bytes received, by kind.
+    pub bytes_in: [u64; MessageKind::COUNT],
+    /// Frames sent, by kind.
+    pub frames_out: [u64; MessageKind::COUNT],
+    /// Bytes sent, by kind.
+    pub bytes_out: [u64; MessageKind::COUNT],
+    /// Rejected frames, by reason (index as [`RejectReason::ALL`]).
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Times each limit was hit (index as [`Limit::ALL`]).
+    pub limits_hit: [u64; Limit::ALL.len()],
+    /// Direct probes sent.
+    pub probes: u64,
+    /// Direct probes that timed out.
+    pub probe_timeouts: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes: u64,
+    /// Suspicions this node raised.
+    pub suspicions: u64,
+    /// Times this node refuted a suspicion (or death) of itself.
+    pub refutations: u64,
+    /// Members this node declared Dead.
+    pub deaths_declared: u64,
+    /// Updates this node originated.
+    pub broadcasts_originated: u64,
+    /// Updates received and relayed onward.
+    pub broadcasts_relayed: u64,
+    /// Payload copies sent eagerly (update × peer).
+    pub broadcast_copies: u64,
+    /// Updates received that were already known.
+    pub duplicate_updates: u64,
+    /// Update ids announced lazily.
+    pub ihaves: u64,
+    /// Grafts sent.
+    pub grafts: u64,
+    /// Prunes sent.
+    pub prunes: u64,
+    /// Anti-entropy exchanges started.
+    pub sync_exchanges: u64,
+    /// Anti-entropy bytes sent and received.
+    pub sync_bytes: u64,
+    /// Updates received by anti-entropy that were new.
+    pub sync_updates_applied: u64,
+    /// Calls started here (by the application or for a client).
+    pub calls: u64,
+    /// Calls completed with a result.
+    pub calls_ok: u64,
+    /// Calls completed with an error.
+    pub calls_failed: u64,
+    /// Idempotent calls re-sent to another provider.
+    pub calls_retried: u64,
+    /// Handlers started on this node.
+    pub invocations: u64,
+    /// Duplicate call requests answered from memory instead of re-running.
+    pub invocations_deduplicated: u64,
+}
+
+impl Metrics {
+    /// Frames sent in total.
+    pub fn total_frames_out(&self) -> u64 {
+        self.frames_out.iter().sum()
+    }
+
+    /// Bytes sent in total.
+    pub fn total_bytes_out(&self) -> u64 {
+        self.bytes_out.iter().sum()
+    }
+
+    /// Frames of one kind received.
+    pub fn frames_in_of(&self, kind: MessageKind) -> u64 {
+        self.frames_in[kind.index()]
+    }
+
+    /// Frames of one kind sent.
+    pub fn frames_out_of(&self, kind: MessageKind) -> u64 {
+        self.frames_out[kind.index()]
+    }
+
+    /// Rejections for one reason.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize]
+    }
+
+    /// Hits of one limit.
+    pub fn limit_hits(&self, limit: Limit) -> u64 {
+        self.limits_hit[limit as usize]
+    }
+}

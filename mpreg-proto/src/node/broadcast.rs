@@ -1,0 +1,462 @@
+//! Plumtree broadcast over the active view.
+//!
+//! The first receipt of an update is relayed at once to *eager* peers (the
+//! spanning tree, ≈ N − 1 payload copies per update) and announced by id to
+//! *lazy* peers. A duplicate prunes its sender to lazy; an announced update
+//! that does not arrive within `graft_timeout` is grafted from the
+//! announcer, whose link becomes eager again.
+//!
+//! Deduplication needs no message cache: an update is "new" exactly when it
+//! changes the replicated state, and a graft is served from current state.
+//! Updates are encoded once and the bytes reused for every peer.
+
+use super::Node;
+use crate::event::TrafficClass;
+use crate::id::{Addr, NodeId};
+use crate::metrics::Limit;
+use crate::time::Time;
+use crate::timers::Timer;
+use crate::wire::{CatalogDelta, Message, MessageKind, Update, UpdateId};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// Ids per `IHave` frame.
+const IHAVE_BATCH: usize = 2048;
+/// Announcers remembered per missing update.
+const MAX_ANNOUNCERS: usize = 4;
+
+#[derive(Debug, Default)]
+pub(super) struct Plumtree {
+    outbox: Vec<Outgoing>,
+    missing: BTreeMap<UpdateId, Missing>,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    id: UpdateId,
+    bytes: Bytes,
+    /// The peer it came from (not sent back).
+    except: Option<NodeId>,
+    /// How to send it to each peer.
+    mode: Mode,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Eager to eager peers, announced to lazy ones.
+    Tree,
+    /// Eager to every active peer (a leaving node cannot serve grafts).
+    All,
+    /// Announced to every active peer (repairs learned by anti-entropy).
+    Announce,
+}
+
+#[derive(Debug)]
+struct Missing {
+    announcers: Vec<NodeId>,
+    deadline: Time,
+}
+
+/// The id an update is announced by.
+pub(super) fn update_id(u: &Update) -> UpdateId {
+    match u {
+        Update::Member(r) => UpdateId::Member {
+            id: r.id,
+            incarnation: r.incarnation,
+            state: r.state,
+        },
+        Update::Catalog(d) => UpdateId::Catalog {
+            owner: d.owner,
+            epoch: d.epoch,
+            counter: delta_counter(d),
+        },
+    }
+}
+
+fn delta_counter(d: &CatalogDelta) -> u64 {
+    d.entries
+        .iter()
+        .map(|e| e.counter)
+        .max()
+        .unwrap_or(0)
+        .max(d.floor.saturating_sub(1))
+}
+
+fn encode_update(u: &Update) -> Bytes {
+    Bytes::from(postcard::to_stdvec(u).unwrap_or_default())
+}
+
+impl Node {
+    /// Broadcasts an update this node originated.
+    pub(super) fn broadcast(&mut self, u: Update) {
+        self.metrics.broadcasts_originated += 1;
+        self.enqueue(u, None, Mode::Tree);
+    }
+
+    /// Sends an update to every active peer eagerly.
+    pub(super) fn broadcast_to_all(&mut self, u: Update) {
+        self.metrics.broadcasts_originated += 1;
+        self.enqueue(u, None, Mode::All);
+    }
+
+    fn relay(&mut self, u: Update, from: Option<NodeId>) {
+        self.metrics.broadcasts_relayed += 1;
+        self.enqueue(u, from, Mode::Tree);
+    }
+
+    /// Announces a repaired update lazily to every active peer.
+    pub(super) fn announce(&mut self, u: Update, from: Option<NodeId>) {
+        self.enqueue(u, from, Mode::Announce);
+    }
+
+    fn enqueue(&mut self, u: Update, except: Option<NodeId>, mode: Mode) {
+        let id = update_id(&u);
+        let bytes = if mode == Mode::Announce {
+            Bytes::new()
+        } else {
+            encode_update(&u)
+        };
+        self.plumtree.outbox.push(Outgoing {
+            id,
+            bytes,
+            except,
+            mode,
+        });
+    }
+
+    /// Whether this node's state already includes an update.
+    pub(super) fn have(&self, id: &UpdateId) -> bool {
+        match id {
+            UpdateId::Member {
+                id,
+                incarnation,
+                state,
+            } => {
+                *id == self.me
+                    || self
+                        .members
+                        .get(id)
+                        .is_some_and(|m| (m.incarnation, m.state) >= (*incarnation, *state))
+            }
+            UpdateId::Catalog {
+                owner,
+                epoch,
+                counter,
+            } => {
+                *owner == self.me
+                    || self
+                        .catalog
+                        .version_of(owner)
+                        .is_some_and(|(e, c)| e > *epoch || (e == *epoch && c >= *counter))
+            }
+        }
+    }
+
+    /// Sends this input's updates: one `Gossip` frame (or a few, if large)
+    /// and one `IHave` per peer.
+    pub(super) fn flush_broadcasts(&mut self, now: Time) {
+        if self.plumtree.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.plumtree.outbox);
+        let peers: Vec<(NodeId, Addr, bool)> = self
+            .overlay
+            .active
+            .iter()
+            .map(|p| (p.id, p.addr.clone(), p.eager))
+            .collect();
+        for (id, addr, eager) in peers {
+            let mut push: Vec<&Bytes> = Vec::new();
+            let mut ids: Vec<UpdateId> = Vec::new();
+            for o in outbox.iter().filter(|o| o.except != Some(id)) {
+                match o.mode {
+                    Mode::All => push.push(&o.bytes),
+                    Mode::Tree if eager => push.push(&o.bytes),
+                    Mode::Tree | Mode::Announce => ids.push(o.id),
+                }
+            }
+            self.metrics.broadcast_copies += push.len() as u64;
+            self.send_encoded(now, &addr, MessageKind::Gossip, &push, usize::MAX);
+            self.metrics.ihaves += ids.len() as u64;
+            for chunk in ids.chunks(IHAVE_BATCH) {
+                self.send(
+                    now,
+                    &addr,
+                    &Message::IHave(chunk.to_vec()),
+                    TrafficClass::Broadcast,
+                );
+            }
+        }
+    }
+
+    /// Sends updates as `kind` frames (a `Vec<Update>` body), packing them
+    /// into pages of at most `sync_page_bytes`, at most `max_pages` pages.
+    /// Returns how many updates went out.
+    pub(super) fn send_updates(
+        &mut self,
+        now: Time,
+        to: &Addr,
+        kind: MessageKind,
+        updates: &[Update],
+        max_pages: usize,
+    ) -> usize {
+        let encoded: Vec<Bytes> = updates.iter().map(encode_update).collect();
+        let refs: Vec<&Bytes> = encoded.iter().collect();
+        self.send_encoded(now, to, kind, &refs, max_pages)
+    }
+
+    fn send_encoded(
+        &mut self,
+        now: Time,
+        to: &Addr,
+        kind: MessageKind,
+        items: &[&Bytes],
+        max_pages: usize,
+    ) -> usize {
+        let page = self.cfg.dissemination.sync_page_bytes;
+        let mut sent = 0;
+        let mut pages = 0;
+        let mut i = 0;
+        while i < items.len() && pages < max_pages {
+            let mut size = 0;
+            let mut j = i;
+            while j < items.len() && (j == i || size + items[j].len() <= page) {
+                size += items[j].len();
+                j += 1;
+            }
+            let mut body = Vec::with_capacity(size + 5);
+            // A postcard sequence: varint length, then the elements.
+            body.extend(postcard::to_stdvec(&(j - i)).unwrap_or_default());
+            for b in &items[i..j] {
+                body.extend_from_slice(b);
+            }
+            self.send_body(now, to, kind, &body, TrafficClass::Broadcast);
+            sent += j - i;
+            pages += 1;
+            i = j;
+        }
+        sent
+    }
+
+    /// Applies an update; returns the form worth relaying if it was new.
+    pub(super) fn apply_update(&mut self, now: Time, u: Update) -> Option<Update> {
+        match u {
+            Update::Member(r) => {
+                let id = r.id;
+                if self.apply_member(now, r) {
+                    self.members.record(&id).map(Update::Member)
+                } else {
+                    None
+                }
+            }
+            Update::Catalog(d) => {
+                if self.apply_catalog(now, &d) {
+                    Some(Update::Catalog(d))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_gossip(&mut self, now: Time, peer: Option<NodeId>, updates: Vec<Update>) {
+        let mut fresh = false;
+        for u in updates {
+            match self.apply_update(now, u) {
+                Some(relay) => {
+                    fresh = true;
+                    self.relay(relay, peer);
+                }
+                None => self.metrics.duplicate_updates += 1,
+            }
+        }
+        let Some(id) = peer else {
+            return;
+        };
+        let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        if fresh {
+            p.eager = true;
+        } else if p.eager {
+            p.eager = false;
+            let addr = p.addr.clone();
+            self.metrics.prunes += 1;
+            self.send(now, &addr, &Message::Prune, TrafficClass::Broadcast);
+        }
+    }
+
+    pub(super) fn on_ihave(&mut self, now: Time, peer: Option<NodeId>, ids: Vec<UpdateId>) {
+        let Some(peer) = peer else {
+            return;
+        };
+        let deadline = now + self.cfg.dissemination.graft_timeout;
+        for id in ids {
+            if self.have(&id) {
+                continue;
+            }
+            if let Some(m) = self.plumtree.missing.get_mut(&id) {
+                if m.announcers.len() < MAX_ANNOUNCERS && !m.announcers.contains(&peer) {
+                    m.announcers.push(peer);
+                }
+                continue;
+            }
+            if self.plumtree.missing.len() >= self.cfg.limits.max_missing_updates {
+                self.limit_hit(Limit::MissingUpdates);
+                continue;
+            }
+            self.plumtree.missing.insert(
+                id,
+                Missing {
+                    announcers: vec![peer],
+                    deadline,
+                },
+            );
+            self.timers.set_if_earlier(Timer::Graft, deadline);
+        }
+    }
+
+    pub(super) fn on_graft_timer(&mut self, now: Time) {
+        let retry = now + self.cfg.dissemination.graft_timeout;
+        let due: Vec<UpdateId> = self
+            .plumtree
+            .missing
+            .iter()
+            .filter(|(_, m)| m.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut grafts: BTreeMap<NodeId, Vec<UpdateId>> = BTreeMap::new();
+        for id in due {
+            if self.have(&id) {
+                self.plumtree.missing.remove(&id);
+                continue;
+            }
+            let Some(m) = self.plumtree.missing.get_mut(&id) else {
+                continue;
+            };
+            let active = &self.overlay.active;
+            m.announcers.retain(|a| active.iter().any(|p| p.id == *a));
+            if m.announcers.is_empty() {
+                // Anti-entropy will repair it.
+                self.plumtree.missing.remove(&id);
+                continue;
+            }
+            let a = m.announcers.remove(0);
+            m.deadline = retry;
+            grafts.entry(a).or_default().push(id);
+        }
+        for (a, ids) in grafts {
+            let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == a) else {
+                continue;
+            };
+            p.eager = true;
+            let addr = p.addr.clone();
+            self.metrics.grafts += 1;
+            self.send(now, &addr, &Message::Graft(ids), TrafficClass::Broadcast);
+        }
+        if let Some(next) = self.plumtree.missing.values().map(|m| m.deadline).min() {
+            self.timers.set_if_earlier(Timer::Graft, next);
+        }
+    }
+
+    pub(super) fn on_graft(
+        &mut self,
+        now: Time,
+        from: &Addr,
+        peer: Option<NodeId>,
+        ids: Vec<UpdateId>,
+    ) {
+        if let Some(p) = peer.and_then(|id| self.overlay.active.iter_mut().find(|p| p.id == id)) {
+            p.eager = true;
+        }
+        let mut updates = Vec::new();
+        for id in ids.into_iter().take(IHAVE_BATCH) {
+            match id {
+                UpdateId::Member { id, .. } => {
+                    updates.extend(self.members.record(&id).map(Update::Member));
+                }
+                UpdateId::Catalog { owner, .. } => {
+                    updates.extend(self.catalog.snapshot(&owner).map(Update::Catalog));
+                }
+            }
+        }
+        let pages = self.cfg.dissemination.sync_pages_per_exchange;
+        self.send_updates(now, from, MessageKind::Gossip, &updates, pages);
+    }
+
+    pub(super) fn on_prune(&mut self, peer: Option<NodeId>) {
+        if let Some(p) = peer.and_then(|id| self.overlay.active.iter_mut().find(|p| p.id == id)) {
+            p.eager = false;
+        }
+    }
+
+    /// Merges a catalog delta of another node.
+    pub(super) fn apply_catalog(&mut self, now: Time, d: &CatalogDelta) -> bool {
+        if d.owner == self.me {
+            // This node is the only writer of its entries.
+            return false;
+        }
+        let _ = now;
+        let old = self.leaf(&d.owner);
+        let l = &self.cfg.limits;
+        let applied = self
+            .catalog
+            .apply(d, l.max_functions_per_node, l.max_catalog_entries);
+        if applied.limited > 0 {
+            let per_node = self.catalog.entries_of(&d.owner).count() >= l.max_functions_per_node;
+            self.limit_hit(if per_node {
+                Limit::FunctionsPerNode
+            } else {
+                Limit::CatalogEntries
+            });
+        }
+        if !applied.changed {
+            return false;
+        }
+        let new = self.leaf(&d.owner);
+        self.digest.update(d.owner, old, new);
+        self.catalog_events(applied.changes);
+        true
+    }
+
+    fn catalog_events(&mut self, changes: Vec<crate::catalog::Change>) {
+        for c in changes {
+            self.events.push_back(if c.added {
+                crate::event::Event::FunctionAdded {
+                    node: c.owner,
+                    name: c.name,
+                    version: c.version,
+                }
+            } else {
+                crate::event::Event::FunctionRemoved {
+                    node: c.owner,
+                    name: c.name,
+                    version: c.version,
+                }
+            });
+        }
+    }
+
+    /// Writes one of this node's own catalog entries and broadcasts it.
+    pub(super) fn write_own_catalog(
+        &mut self,
+        now: Time,
+        name: compact_str::CompactString,
+        version: semver::Version,
+        body: Option<crate::catalog::FnBody>,
+    ) -> bool {
+        let _ = now;
+        let old = self.leaf(&self.me);
+        let Some((delta, applied)) = self
+            .catalog
+            .write_own(self.me, self.epoch, name, version, body)
+        else {
+            return false;
+        };
+        let new = self.leaf(&self.me);
+        self.digest.update(self.me, old, new);
+        self.catalog_events(applied.changes);
+        self.broadcast(Update::Catalog(delta));
+        true
+    }
+}

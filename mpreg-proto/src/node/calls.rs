@@ -1,0 +1,745 @@
+//! Calls: choosing a provider, waiting for the result, failing over, and
+//! executing calls for others exactly once.
+//!
+//! * **Routing** — a live provider whose resources ⊇ `locs`: this node
+//!   first; otherwise the power of two choices on in-flight count (soft
+//!   state carried on acks and responses plus our own outstanding calls),
+//!   then RTT, with hysteresis so near-ties do not flap.
+//! * **Ids and budgets** — `(origin, incarnation, sequence)`; requests carry
+//!   the time left, never an absolute deadline.
+//! * **Exactly once** — the executor remembers every call id and its result
+//!   until the budget expires, so a resent request is answered from memory.
+//! * **Failover** — when a provider dies (or its connection breaks) with a
+//!   call in flight, idempotent calls go to another provider; others fail
+//!   with `OutcomeUnknown` once the provider is declared Dead or Left.
+
+use super::{Node, Status};
+use crate::catalog::{Provider, ResourceSet};
+use crate::error::{CallError, InvocationError};
+use crate::event::{Event, Invocation, TrafficClass};
+use crate::id::{Addr, CallId, InvocationId, NodeId};
+use crate::members::MemberState;
+use crate::metrics::Limit;
+use crate::time::Time;
+use crate::timers::Timer;
+use crate::wire::{
+    self, CallRequest, CallResponse, ClientCall, ClientReply, Message, MessageKind, Query,
+    QueryAnswer,
+};
+use bytes::Bytes;
+use compact_str::CompactString;
+use rand::RngExt;
+use semver::VersionReq;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A call to make: which function, on what resources, with what arguments.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Call {
+    /// Function name.
+    pub function: CompactString,
+    /// Accepted versions (`None`: any).
+    pub version_req: Option<VersionReq>,
+    /// Resources the executing node must have.
+    pub locs: ResourceSet,
+    /// Arguments, opaque to the core.
+    pub args: Bytes,
+    /// Time budget (`None`: the configured default).
+    pub timeout: Option<Duration>,
+}
+
+impl Call {
+    /// A call of `function` with no arguments, any version, no resources.
+    pub fn new(function: impl AsRef<str>) -> Call {
+        Call {
+            function: CompactString::new(function.as_ref()),
+            version_req: None,
+            locs: ResourceSet::new(),
+            args: Bytes::new(),
+            timeout: None,
+        }
+    }
+
+    /// Sets the arguments.
+    pub fn args(mut self, args: impl Into<Bytes>) -> Call {
+        self.args = args.into();
+        self
+    }
+
+    /// Requires resources.
+    pub fn locs<I, S>(mut self, locs: I) -> Call
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.locs
+            .extend(locs.into_iter().map(|l| CompactString::new(l.as_ref())));
+        self
+    }
+
+    /// Sets the time budget.
+    pub fn timeout(mut self, timeout: Duration) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Constrains the version.
+    pub fn version(mut self, req: VersionReq) -> Call {
+        self.version_req = Some(req);
+        self
+    }
+}
+
+/// Who waits for a call.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) enum Origin {
+    /// The application on this node.
+    Local,
+    /// A client connection.
+    Client { addr: Addr, token: u64 },
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    call: Call,
+    origin: Origin,
+    deadline: Time,
+    provider: NodeId,
+    provider_addr: Addr,
+    idempotent: bool,
+    tried: Vec<NodeId>,
+}
+
+#[derive(Debug)]
+enum ExecState {
+    Running(InvocationId),
+    Done(Result<Bytes, CallError>),
+}
+
+#[derive(Debug)]
+struct Execution {
+    state: ExecState,
+    /// `None`: this node's own call.
+    reply_to: Option<Addr>,
+    cancelled: bool,
+}
+
+#[derive(Debug, Default)]
+struct Load {
+    reported: u32,
+    outstanding: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    next_seq: u64,
+    next_invocation: u64,
+    pub(super) pending: BTreeMap<CallId, Pending>,
+    executions: BTreeMap<CallId, Execution>,
+    invocations: BTreeMap<InvocationId, CallId>,
+    pub(super) running: usize,
+    loads: BTreeMap<NodeId, Load>,
+    last_choice: BTreeMap<CompactString, NodeId>,
+    /// Outcomes to report after the current input.
+    pub(super) finished: Vec<Event>,
+}
+
+impl Calls {
+    pub(super) fn note_load(&mut self, node: NodeId, load: u32) {
+        if let Some(l) = self.loads.get_mut(&node) {
+            l.reported = load;
+        } else if self.loads.len() < 65_536 {
+            self.loads.insert(
+                node,
+                Load {
+                    reported: load,
+                    outstanding: 0,
+                },
+            );
+        }
+    }
+
+    fn load_of(&self, node: &NodeId) -> u32 {
+        self.loads
+            .get(node)
+            .map_or(0, |l| l.reported.saturating_add(l.outstanding))
+    }
+
+    fn outstanding(&mut self, node: NodeId, delta: i32) {
+        let l = self.loads.entry(node).or_default();
+        l.outstanding = l.outstanding.saturating_add_signed(delta);
+    }
+
+    pub(super) fn forget(&mut self, id: &CallId) {
+        if let Some(e) = self.executions.get(id) {
+            if matches!(e.state, ExecState::Done(_)) {
+                self.executions.remove(id);
+            }
+        }
+    }
+
+    pub(super) fn fail_all_pending(&mut self, _now: Time) {
+        let ids: Vec<CallId> = self.pending.keys().copied().collect();
+        for id in ids {
+            if let Some(p) = self.pending.remove(&id) {
+                if p.origin == Origin::Local {
+                    self.finished.push(Event::CallDone {
+                        call: id,
+                        result: Err(CallError::Rejected("this node left the cluster".into())),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Messages a client connection may send.
+pub(super) fn client_may_send(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::Hello | MessageKind::Ping | MessageKind::ClientCall | MessageKind::ClientQuery
+    )
+}
+
+fn matches(p: &Provider, req: Option<&VersionReq>, locs: &ResourceSet) -> bool {
+    req.is_none_or(|r| r.matches(&p.version)) && locs.is_subset(&p.body.resources)
+}
+
+impl Node {
+    fn budget(&self, call: &Call) -> Duration {
+        call.timeout
+            .unwrap_or(self.cfg.calls.default_timeout)
+            .min(self.cfg.calls.max_timeout)
+    }
+
+    pub(super) fn start_call(
+        &mut self,
+        now: Time,
+        call: Call,
+        origin: Origin,
+    ) -> Result<CallId, CallError> {
+        if self.status == Status::Left {
+            return Err(CallError::Rejected("this node left the cluster".into()));
+        }
+        if self.calls.pending.len() >= self.cfg.limits.max_pending_calls {
+            self.limit_hit(Limit::PendingCalls);
+            return Err(CallError::Rejected("too many pending calls".into()));
+        }
+        let (provider, addr, idempotent) = self.choose_provider(&call, &[])?;
+        self.calls.next_seq += 1;
+        let id = CallId {
+            origin: self.me,
+            incarnation: self.incarnation,
+            seq: self.calls.next_seq,
+        };
+        let deadline = now + self.budget(&call);
+        self.metrics.calls += 1;
+        self.timers.set(Timer::Call(id), deadline);
+        self.calls.pending.insert(
+            id,
+            Pending {
+                call,
+                origin,
+                deadline,
+                provider,
+                provider_addr: addr,
+                idempotent,
+                tried: vec![provider],
+            },
+        );
+        self.dispatch_call(now, id);
+        Ok(id)
+    }
+
+    /// Sends (or runs locally) the current attempt of a pending call.
+    fn dispatch_call(&mut self, now: Time, id: CallId) {
+        let Some(p) = self.calls.pending.get(&id) else {
+            return;
+        };
+        if p.provider == self.me {
+            let req = self.request_of(now, id, p);
+            self.execute(now, req, None);
+            return;
+        }
+        let (to, provider) = (p.provider_addr.clone(), p.provider);
+        let req = self.request_of(now, id, p);
+        let frame_len = req.args.len() + req.function.len() + 128;
+        if frame_len > self.cfg.limits.max_frame_size {
+            self.limit_hit(Limit::FrameSize);
+            self.finish_call(
+                now,
+                id,
+                Err(CallError::Rejected(format!(
+                    "arguments of {} bytes exceed the frame limit of {}",
+                    req.args.len(),
+                    self.cfg.limits.max_frame_size
+                ))),
+            );
+            return;
+        }
+        self.calls.outstanding(provider, 1);
+        self.send(now, &to, &Message::Call(req), TrafficClass::Call);
+    }
+
+    fn request_of(&self, now: Time, id: CallId, p: &Pending) -> CallRequest {
+        CallRequest {
+            id,
+            function: p.call.function.clone(),
+            version_req: p.call.version_req.clone(),
+            locs: p.call.locs.clone(),
+            args: p.call.args.clone(),
+            budget_us: p.deadline.saturating_since(now).as_micros() as u64,
+            hop_budget: self.cfg.calls.hop_budget,
+        }
+    }
+
+    /// Picks a provider, excluding some; returns it with its address and
+    /// whether the function is idempotent there.
+    fn choose_provider(
+        &mut self,
+        call: &Call,
+        exclude: &[NodeId],
+    ) -> Result<(NodeId, Addr, bool), CallError> {
+        let providers = self.catalog.providers(&call.function);
+        if providers.is_empty() {
+            return Err(CallError::NotFound(call.function.clone()));
+        }
+        let req = call.version_req.as_ref();
+        if !providers
+            .iter()
+            .any(|p| req.is_none_or(|r| r.matches(&p.version)))
+        {
+            return Err(CallError::NotFound(call.function.clone()));
+        }
+        let me = self.me;
+        let live = |id: &NodeId, members: &crate::members::MemberTable| {
+            *id == me || members.get(id).is_some_and(|m| m.state.is_live())
+        };
+        let mut candidates: Vec<(NodeId, bool, bool)> = Vec::new(); // id, idempotent, alive
+        for p in providers {
+            if exclude.contains(&p.node)
+                || !matches(p, req, &call.locs)
+                || !live(&p.node, &self.members)
+            {
+                continue;
+            }
+            if p.node == me {
+                return Ok((me, self.addr.clone(), p.body.idempotent));
+            }
+            let alive = self
+                .members
+                .get(&p.node)
+                .is_some_and(|m| m.state == MemberState::Alive);
+            if let Some(c) = candidates.iter_mut().find(|c| c.0 == p.node) {
+                c.1 |= p.body.idempotent;
+            } else {
+                candidates.push((p.node, p.body.idempotent, alive));
+            }
+        }
+        if candidates.iter().any(|c| c.2) {
+            candidates.retain(|c| c.2);
+        }
+        if candidates.is_empty() {
+            return Err(if exclude.is_empty() {
+                CallError::NoProvider {
+                    function: call.function.clone(),
+                    locs: call.locs.iter().cloned().collect(),
+                }
+            } else {
+                CallError::Unreachable
+            });
+        }
+        let pick = if candidates.len() == 1 {
+            candidates[0]
+        } else {
+            let a = self.rng.random_range(0..candidates.len());
+            let mut b = self.rng.random_range(0..candidates.len() - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (ca, cb) = (candidates[a], candidates[b]);
+            let better = self.better(ca.0, cb.0);
+            let mut pick = if better { ca } else { cb };
+            // Hysteresis: keep the previous choice unless clearly worse.
+            if let Some(prev) = self.calls.last_choice.get(&call.function).copied() {
+                if let Some(c) = candidates.iter().find(|c| c.0 == prev) {
+                    if !self.clearly_better(pick.0, prev) {
+                        pick = *c;
+                    }
+                }
+            }
+            pick
+        };
+        self.calls.last_choice.insert(call.function.clone(), pick.0);
+        let addr = self
+            .members
+            .get(&pick.0)
+            .map(|m| m.addr.clone())
+            .unwrap_or_default();
+        Ok((pick.0, addr, pick.1))
+    }
+
+    fn rtt_of(&self, id: NodeId) -> Option<Duration> {
+        self.overlay
+            .active
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.rtt.estimate())
+    }
+
+    /// Whether `a` is at least as good as `b`: fewer in flight, then RTT.
+    fn better(&self, a: NodeId, b: NodeId) -> bool {
+        let (la, lb) = (self.calls.load_of(&a), self.calls.load_of(&b));
+        if la != lb {
+            return la < lb;
+        }
+        let far = Duration::from_secs(3600);
+        self.rtt_of(a).unwrap_or(far) <= self.rtt_of(b).unwrap_or(far)
+    }
+
+    /// Whether `a` beats `b` by a margin: two fewer calls in flight, or a
+    /// third less RTT at equal load.
+    fn clearly_better(&self, a: NodeId, b: NodeId) -> bool {
+        let (la, lb) = (self.calls.load_of(&a), self.calls.load_of(&b));
+        if la + 2 <= lb {
+            return true;
+        }
+        if la > lb {
+            return false;
+        }
+        match (self.rtt_of(a), self.rtt_of(b)) {
+            (Some(ra), Some(rb)) => ra.mul_f64(1.5) < rb,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// Completes a pending call and reports it.
+    fn finish_call(&mut self, now: Time, id: CallId, result: Result<Bytes, CallError>) {
+        let Some(p) = self.calls.pending.remove(&id) else {
+            return;
+        };
+        self.timers.cancel(Timer::Call(id));
+        if result.is_ok() {
+            self.metrics.calls_ok += 1;
+        } else {
+            self.metrics.calls_failed += 1;
+        }
+        match p.origin {
+            Origin::Local => self
+                .calls
+                .finished
+                .push(Event::CallDone { call: id, result }),
+            Origin::Client { addr, token } => {
+                self.send(
+                    now,
+                    &addr,
+                    &Message::ClientReply(ClientReply { token, result }),
+                    TrafficClass::Call,
+                );
+            }
+        }
+    }
+
+    /// Tries the next provider of an idempotent (or never-started) call;
+    /// fails it with `error` when there is none.
+    fn retry_call(&mut self, now: Time, id: CallId, error: CallError) {
+        let Some(p) = self.calls.pending.get(&id) else {
+            return;
+        };
+        let (call, tried) = (p.call.clone(), p.tried.clone());
+        match self.choose_provider(&call, &tried) {
+            Ok((provider, addr, idempotent)) => {
+                if let Some(p) = self.calls.pending.get_mut(&id) {
+                    p.provider = provider;
+                    p.provider_addr = addr;
+                    p.idempotent = idempotent;
+                    p.tried.push(provider);
+                }
+                self.metrics.calls_retried += 1;
+                self.dispatch_call(now, id);
+            }
+            Err(_) => self.finish_call(now, id, Err(error)),
+        }
+    }
+
+    pub(super) fn on_call_timeout(&mut self, now: Time, id: CallId) {
+        if let Some(p) = self.calls.pending.get(&id) {
+            let provider = p.provider;
+            self.calls.outstanding(provider, -1);
+        }
+        self.finish_call(now, id, Err(CallError::Timeout));
+    }
+
+    pub(super) fn cancel_call(&mut self, now: Time, id: CallId) -> bool {
+        let Some(p) = self.calls.pending.get(&id) else {
+            return false;
+        };
+        let (provider, addr) = (p.provider, p.provider_addr.clone());
+        if provider == self.me {
+            self.on_cancel(id);
+        } else {
+            self.calls.outstanding(provider, -1);
+            self.send(now, &addr, &Message::Cancel(id), TrafficClass::Call);
+        }
+        self.finish_call(now, id, Err(CallError::Cancelled));
+        true
+    }
+
+    /// A provider is Dead or Left (`gone`), or unreachable: fail over.
+    pub(super) fn provider_gone(&mut self, now: Time, node: NodeId, gone: bool) {
+        let affected: Vec<(CallId, bool)> = self
+            .calls
+            .pending
+            .iter()
+            .filter(|(_, p)| p.provider == node)
+            .map(|(id, p)| (*id, p.idempotent))
+            .collect();
+        for (id, idempotent) in affected {
+            self.calls.outstanding(node, -1);
+            if idempotent {
+                self.retry_call(now, id, CallError::Unreachable);
+            } else if gone {
+                self.finish_call(now, id, Err(CallError::OutcomeUnknown));
+            }
+        }
+    }
+
+    pub(super) fn provider_unreachable(&mut self, now: Time, addr: &Addr) {
+        let nodes: Vec<NodeId> = self
+            .calls
+            .pending
+            .values()
+            .filter(|p| p.provider_addr == *addr)
+            .map(|p| p.provider)
+            .collect();
+        for n in nodes {
+            self.provider_gone(now, n, false);
+        }
+        // Clients whose connection broke get nothing more.
+        self.calls
+            .pending
+            .retain(|_, p| !matches!(&p.origin, Origin::Client { addr: a, .. } if a == addr));
+    }
+
+    pub(super) fn on_response(&mut self, now: Time, peer: Option<NodeId>, resp: CallResponse) {
+        if let Some(p) = peer {
+            self.calls.note_load(p, resp.load);
+        }
+        let Some(p) = self.calls.pending.get(&resp.id) else {
+            return;
+        };
+        if peer.is_some_and(|n| n != p.provider) {
+            return; // a late answer from a provider we already left
+        }
+        let provider = p.provider;
+        self.calls.outstanding(provider, -1);
+        match resp.result {
+            // The handler did not run there: any call may go elsewhere.
+            Err(CallError::Overloaded) => self.retry_call(now, resp.id, CallError::Overloaded),
+            result => self.finish_call(now, resp.id, result),
+        }
+    }
+
+    // ----- executing -------------------------------------------------------
+
+    pub(super) fn on_call(&mut self, now: Time, from: &Addr, req: CallRequest) {
+        self.execute(now, req, Some(from.clone()));
+    }
+
+    /// Runs a call here exactly once; `reply_to` is `None` for own calls.
+    fn execute(&mut self, now: Time, req: CallRequest, reply_to: Option<Addr>) {
+        if let Some(e) = self.calls.executions.get_mut(&req.id) {
+            self.metrics.invocations_deduplicated += 1;
+            e.reply_to = reply_to;
+            if let ExecState::Done(result) = &e.state {
+                let result = result.clone();
+                self.reply(now, req.id, result);
+            }
+            return;
+        }
+        let refuse = if self.status == Status::Left {
+            Some(CallError::Rejected("the node has left".into()))
+        } else if self.calls.running >= self.cfg.limits.max_invocations {
+            self.limit_hit(Limit::Invocations);
+            Some(CallError::Overloaded)
+        } else if self.calls.executions.len() >= self.cfg.limits.max_dedup_entries {
+            self.limit_hit(Limit::DedupEntries);
+            Some(CallError::Overloaded)
+        } else {
+            None
+        };
+        let version = self
+            .catalog
+            .entries_of(&self.me)
+            .filter(|(n, v, b)| {
+                *n == req.function
+                    && req.version_req.as_ref().is_none_or(|r| r.matches(v))
+                    && req.locs.is_subset(&b.resources)
+            })
+            .map(|(_, v, _)| v.clone())
+            .max();
+        let refuse = refuse.or_else(|| {
+            version.is_none().then(|| CallError::NoProvider {
+                function: req.function.clone(),
+                locs: req.locs.iter().cloned().collect(),
+            })
+        });
+        if let Some(err) = refuse {
+            self.send_outcome(now, req.id, reply_to, Err(err));
+            return;
+        }
+        let Some(version) = version else { return };
+        let budget = Duration::from_micros(req.budget_us).min(self.cfg.calls.max_timeout);
+        self.calls.next_invocation += 1;
+        let inv = InvocationId(self.calls.next_invocation);
+        self.calls.executions.insert(
+            req.id,
+            Execution {
+                state: ExecState::Running(inv),
+                reply_to,
+                cancelled: false,
+            },
+        );
+        self.calls.invocations.insert(inv, req.id);
+        self.calls.running += 1;
+        self.metrics.invocations += 1;
+        self.events.push_back(Event::Invoke(Invocation {
+            id: inv,
+            call: req.id,
+            function: req.function,
+            version,
+            args: req.args,
+            budget,
+        }));
+        // The result is remembered until the budget expires.
+        self.timers.set(Timer::Dedup(req.id), now + budget);
+    }
+
+    pub(super) fn finish_invocation(
+        &mut self,
+        now: Time,
+        id: InvocationId,
+        result: Result<Bytes, String>,
+    ) -> Result<(), InvocationError> {
+        let call = self
+            .calls
+            .invocations
+            .remove(&id)
+            .ok_or(InvocationError::Unknown)?;
+        self.calls.running = self.calls.running.saturating_sub(1);
+        let result = result.map_err(CallError::HandlerFailed);
+        let Some(e) = self.calls.executions.get_mut(&call) else {
+            return Ok(());
+        };
+        e.state = ExecState::Done(result.clone());
+        if e.cancelled {
+            return Ok(());
+        }
+        if self.timers.get(Timer::Dedup(call)).is_none() {
+            self.calls.executions.remove(&call);
+        }
+        self.reply(now, call, result);
+        Ok(())
+    }
+
+    fn reply(&mut self, now: Time, call: CallId, result: Result<Bytes, CallError>) {
+        let reply_to = self
+            .calls
+            .executions
+            .get(&call)
+            .and_then(|e| e.reply_to.clone());
+        self.send_outcome(now, call, reply_to, result);
+    }
+
+    fn send_outcome(
+        &mut self,
+        now: Time,
+        call: CallId,
+        reply_to: Option<Addr>,
+        result: Result<Bytes, CallError>,
+    ) {
+        match reply_to {
+            None => match result {
+                // Our own call found this node overloaded: try another.
+                Err(CallError::Overloaded) => self.retry_call(now, call, CallError::Overloaded),
+                r => self.finish_call(now, call, r),
+            },
+            Some(addr) => {
+                let load = u32::try_from(self.calls.running).unwrap_or(u32::MAX);
+                let msg = Message::Response(CallResponse {
+                    id: call,
+                    result,
+                    load,
+                });
+                self.send(now, &addr, &msg, TrafficClass::Call);
+            }
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, id: CallId) {
+        let Some(e) = self.calls.executions.get_mut(&id) else {
+            return;
+        };
+        e.cancelled = true;
+        if let ExecState::Running(inv) = e.state {
+            self.events.push_back(Event::InvocationCancelled(inv));
+        }
+    }
+
+    // ----- clients ---------------------------------------------------------
+
+    pub(super) fn on_client_call(&mut self, now: Time, from: &Addr, c: ClientCall) {
+        let call = Call {
+            function: c.function,
+            version_req: c.version_req,
+            locs: c.locs,
+            args: c.args,
+            timeout: (c.budget_us > 0).then(|| Duration::from_micros(c.budget_us)),
+        };
+        let origin = Origin::Client {
+            addr: from.clone(),
+            token: c.token,
+        };
+        if let Err(e) = self.start_call(now, call, origin) {
+            let msg = Message::ClientReply(ClientReply {
+                token: c.token,
+                result: Err(e),
+            });
+            self.send(now, from, &msg, TrafficClass::Call);
+        }
+    }
+
+    pub(super) fn on_client_query(&mut self, now: Time, from: &Addr, token: u64, q: Query) {
+        let answer = match q {
+            Query::Members => QueryAnswer::Members(
+                self.members
+                    .iter()
+                    .filter_map(|(id, _)| self.members.record(id))
+                    .collect(),
+            ),
+            Query::Catalog => QueryAnswer::Catalog(
+                self.catalog
+                    .functions()
+                    .flat_map(|(name, ps)| {
+                        ps.iter().map(move |p| {
+                            (
+                                p.node,
+                                CompactString::new(name),
+                                p.version.clone(),
+                                p.body.clone(),
+                            )
+                        })
+                    })
+                    .collect(),
+            ),
+        };
+        let msg = Message::ClientAnswer((token, answer));
+        let frame = wire::encode(&msg, wire::MIN_PROTOCOL_VERSION, self.cluster_tag);
+        if frame.len() > self.cfg.limits.max_frame_size {
+            self.limit_hit(Limit::FrameSize);
+            return;
+        }
+        self.send(now, from, &msg, TrafficClass::Call);
+    }
+}

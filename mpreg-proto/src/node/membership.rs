@@ -1,0 +1,584 @@
+//! SWIM/Lifeguard failure detection over the active view, the member-state
+//! merge with its side effects, refutation, joining through seeds.
+//!
+//! * An active peer silent for a probe period gets a `Ping`; its timeout is
+//!   adaptive per peer ([`Rtt`](crate::rtt::Rtt)) and scaled by local
+//!   health.
+//! * No ack: `k` other members are asked to probe it (`PingReq`); they
+//!   answer `IndirectAck` or, failing that, `Nack` — a prober that gets
+//!   neither is itself unhealthy (Lifeguard) and slows down.
+//! * Still nothing: the peer is Suspect, broadcast and told directly. Each
+//!   node times the suspicion itself: `suspicion_timeout(N, confirmations)`
+//!   from when it first heard, shortened by distinct accusers. Then Dead.
+//! * A node that hears itself Suspect, Dead or Left (or sees a record of
+//!   itself with a higher incarnation) refutes with a higher incarnation.
+
+use super::{Node, Status};
+use crate::event::{Event, TrafficClass};
+use crate::id::{Addr, NodeId};
+use crate::members::{MemberState, Merge};
+use crate::time::Time;
+use crate::timers::Timer;
+use crate::wire::{Ack, MemberRecord, Message, PingReq, Update};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    outstanding: BTreeMap<u32, Probe>,
+    next_seq: u32,
+    /// Lifeguard local-health score.
+    pub(super) health: u32,
+    /// Suspicions being timed: incarnation and when first heard.
+    suspicions: BTreeMap<NodeId, (u64, Time)>,
+}
+
+#[derive(Debug)]
+enum Probe {
+    Direct {
+        target: NodeId,
+        sent: Time,
+    },
+    Indirect {
+        target: NodeId,
+        expected: u32,
+        nacks: u32,
+    },
+    Forward {
+        origin: Addr,
+        origin_seq: u32,
+    },
+}
+
+impl Probes {
+    fn seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    fn probing(&self, target: NodeId) -> bool {
+        self.outstanding.values().any(|p| match p {
+            Probe::Direct { target: t, .. } | Probe::Indirect { target: t, .. } => *t == target,
+            Probe::Forward { .. } => false,
+        })
+    }
+}
+
+impl Node {
+    /// The health multiplier applied to probe timing.
+    fn health_scale(&self) -> u32 {
+        1 + self.probes.health
+    }
+
+    pub(super) fn heard_from(&mut self, now: Time, id: NodeId) {
+        if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == id) {
+            p.last_heard = now;
+        }
+    }
+
+    pub(super) fn on_probe_timer(&mut self, now: Time, peer: NodeId) {
+        let period = self.cfg.membership.probe_period * self.health_scale();
+        let Some(p) = self.overlay.active.iter().find(|p| p.id == peer) else {
+            return;
+        };
+        let due = p.last_heard + period;
+        if now < due || self.probes.probing(peer) {
+            self.timers
+                .set(Timer::Probe(peer), due.max(now + period / 4));
+            return;
+        }
+        let (addr, timeout) = (
+            p.addr.clone(),
+            p.rtt.timeout(
+                self.cfg.membership.probe_timeout_min,
+                self.cfg.membership.probe_timeout_max,
+            ) * self.health_scale(),
+        );
+        let seq = self.probes.seq();
+        self.probes.outstanding.insert(
+            seq,
+            Probe::Direct {
+                target: peer,
+                sent: now,
+            },
+        );
+        self.timers.set(Timer::ProbeTimeout(seq), now + timeout);
+        self.timers.set(Timer::Probe(peer), now + period);
+        self.metrics.probes += 1;
+        self.send(now, &addr, &Message::Ping(seq), TrafficClass::Control);
+    }
+
+    pub(super) fn on_ping(&mut self, now: Time, from: &Addr, seq: u32) {
+        let load = u32::try_from(self.calls.running).unwrap_or(u32::MAX);
+        self.send(
+            now,
+            from,
+            &Message::Ack(Ack { seq, load }),
+            TrafficClass::Control,
+        );
+    }
+
+    pub(super) fn on_ack(&mut self, now: Time, _from: &Addr, peer: Option<NodeId>, ack: Ack) {
+        if let Some(p) = peer {
+            self.calls.note_load(p, ack.load);
+        }
+        let Some(probe) = self.probes.outstanding.remove(&ack.seq) else {
+            return;
+        };
+        self.timers.cancel(Timer::ProbeTimeout(ack.seq));
+        match probe {
+            Probe::Direct { target, sent } => {
+                if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == target) {
+                    p.rtt.sample(now.saturating_since(sent));
+                }
+                self.probes.health = self.probes.health.saturating_sub(1);
+            }
+            Probe::Indirect { .. } => {
+                self.probes.health = self.probes.health.saturating_sub(1);
+            }
+            Probe::Forward { origin, origin_seq } => {
+                self.send(
+                    now,
+                    &origin,
+                    &Message::IndirectAck(origin_seq),
+                    TrafficClass::Control,
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_ping_req(&mut self, now: Time, from: &Addr, req: PingReq) {
+        if req.target == self.me {
+            self.send(
+                now,
+                from,
+                &Message::IndirectAck(req.seq),
+                TrafficClass::Control,
+            );
+            return;
+        }
+        let seq = self.probes.seq();
+        self.probes.outstanding.insert(
+            seq,
+            Probe::Forward {
+                origin: from.clone(),
+                origin_seq: req.seq,
+            },
+        );
+        // Answer (with a nack) before the requester gives up.
+        let wait = self.cfg.membership.indirect_timeout * 4 / 5;
+        self.timers.set(Timer::ProbeTimeout(seq), now + wait);
+        self.send(now, &req.addr, &Message::Ping(seq), TrafficClass::Control);
+    }
+
+    pub(super) fn on_indirect_ack(&mut self, _now: Time, seq: u32) {
+        if let Some(Probe::Indirect { .. }) = self.probes.outstanding.get(&seq) {
+            self.probes.outstanding.remove(&seq);
+            self.timers.cancel(Timer::ProbeTimeout(seq));
+            self.probes.health = self.probes.health.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn on_nack(&mut self, seq: u32) {
+        if let Some(Probe::Indirect { nacks, .. }) = self.probes.outstanding.get_mut(&seq) {
+            *nacks += 1;
+        }
+    }
+
+    pub(super) fn on_probe_timeout(&mut self, now: Time, seq: u32) {
+        let Some(probe) = self.probes.outstanding.remove(&seq) else {
+            return;
+        };
+        match probe {
+            Probe::Direct { target, .. } => {
+                self.metrics.probe_timeouts += 1;
+                let Some(m) = self.members.get(&target) else {
+                    return;
+                };
+                if !m.state.is_live() {
+                    return;
+                }
+                let addr = m.addr.clone();
+                let helpers = self.probe_helpers(target);
+                for h in &helpers {
+                    let req = PingReq {
+                        seq,
+                        target,
+                        addr: addr.clone(),
+                    };
+                    self.send(now, h, &Message::PingReq(req), TrafficClass::Control);
+                }
+                self.metrics.indirect_probes += helpers.len() as u64;
+                self.probes.outstanding.insert(
+                    seq,
+                    Probe::Indirect {
+                        target,
+                        expected: helpers.len() as u32,
+                        nacks: 0,
+                    },
+                );
+                let wait = self.cfg.membership.indirect_timeout * self.health_scale();
+                self.timers.set(Timer::ProbeTimeout(seq), now + wait);
+            }
+            Probe::Indirect {
+                target,
+                expected,
+                nacks,
+            } => {
+                if nacks < expected {
+                    // Helpers did not even answer: the problem may be ours.
+                    self.probes.health =
+                        (self.probes.health + 1).min(self.cfg.membership.max_local_health);
+                }
+                self.suspect(now, target);
+            }
+            Probe::Forward { origin, origin_seq } => {
+                self.send(
+                    now,
+                    &origin,
+                    &Message::Nack(origin_seq),
+                    TrafficClass::Control,
+                );
+            }
+        }
+    }
+
+    /// Up to `indirect_probes` members to ask: active peers first (their
+    /// connections are open), then random live members.
+    fn probe_helpers(&mut self, target: NodeId) -> Vec<Addr> {
+        use rand::seq::SliceRandom;
+        let k = self.cfg.membership.indirect_probes;
+        let mut picks: Vec<(NodeId, Addr)> = self
+            .overlay
+            .active
+            .iter()
+            .filter(|p| p.id != target)
+            .filter(|p| {
+                self.members
+                    .get(&p.id)
+                    .is_some_and(|m| m.state == MemberState::Alive)
+            })
+            .map(|p| (p.id, p.addr.clone()))
+            .collect();
+        picks.shuffle(&mut self.rng);
+        picks.truncate(k);
+        let mut tries = 0;
+        while picks.len() < k && tries < 4 * k {
+            tries += 1;
+            if let Some((id, addr)) =
+                self.random_member(|id, m| *id != target && m.state == MemberState::Alive)
+            {
+                if !picks.iter().any(|p| p.0 == id) {
+                    picks.push((id, addr));
+                }
+            }
+        }
+        picks.into_iter().map(|p| p.1).collect()
+    }
+
+    /// A uniformly random member (not this node) satisfying `pred`.
+    pub(super) fn random_member(
+        &mut self,
+        pred: impl Fn(&NodeId, &crate::members::Member) -> bool,
+    ) -> Option<(NodeId, Addr)> {
+        use rand::RngExt;
+        let n = self.members.len();
+        if n <= 1 {
+            return None;
+        }
+        // Sample a few positions before falling back to a filtered scan.
+        for _ in 0..8 {
+            let i = self.rng.random_range(0..n);
+            if let Some((id, m)) = self.members.iter().nth(i) {
+                if *id != self.me && pred(id, m) {
+                    return Some((*id, m.addr.clone()));
+                }
+            }
+        }
+        let all: Vec<(NodeId, Addr)> = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != self.me && pred(id, m))
+            .map(|(id, m)| (*id, m.addr.clone()))
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..all.len());
+        Some(all[i].clone())
+    }
+
+    /// This node accuses `target`.
+    fn suspect(&mut self, now: Time, target: NodeId) {
+        let Some(mut rec) = self.members.record(&target) else {
+            return;
+        };
+        if !rec.state.is_live() {
+            return;
+        }
+        rec.state = MemberState::Suspect;
+        rec.accusers.push(self.me);
+        self.metrics.suspicions += 1;
+        let addr = rec.addr.clone();
+        if self.apply_member(now, rec) {
+            if let Some(merged) = self.members.record(&target) {
+                self.broadcast(Update::Member(merged.clone()));
+                // Tell the suspect directly so it can refute at once.
+                self.send_updates(
+                    now,
+                    &addr,
+                    crate::wire::MessageKind::Gossip,
+                    &[Update::Member(merged)],
+                    1,
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_suspicion_timeout(&mut self, now: Time, id: NodeId) {
+        let Some(mut rec) = self.members.record(&id) else {
+            return;
+        };
+        if rec.state != MemberState::Suspect {
+            return;
+        }
+        rec.state = MemberState::Dead;
+        rec.accusers.clear();
+        if self.apply_member(now, rec.clone()) {
+            self.metrics.deaths_declared += 1;
+            self.broadcast(Update::Member(rec));
+        }
+    }
+
+    fn schedule_suspicion(&mut self, now: Time, id: NodeId, incarnation: u64) {
+        let entry = self
+            .probes
+            .suspicions
+            .entry(id)
+            .or_insert((incarnation, now));
+        if entry.0 != incarnation {
+            *entry = (incarnation, now);
+        }
+        let started = entry.1;
+        let confirmations = self.members.accusers(&id).len().saturating_sub(1) as u32;
+        let timeout = self
+            .cfg
+            .suspicion_timeout(self.members.live_count(), confirmations);
+        self.timers.set(Timer::Suspicion(id), started + timeout);
+    }
+
+    /// The digest leaf of a member: its record's hash plus its catalog's.
+    pub(super) fn leaf(&self, id: &NodeId) -> Option<u64> {
+        let m = self.members.get(id)?;
+        let h = crate::catalog::mix(&(
+            id,
+            m.addr.as_str(),
+            m.incarnation,
+            m.state,
+            self.members.accusers(id),
+            self.members.name(id),
+        ));
+        Some(h.wrapping_add(self.catalog.owner_hash(id)))
+    }
+
+    /// Merges a member record and reacts to the change. Returns whether
+    /// anything changed (and so whether the record is worth relaying).
+    pub(super) fn apply_member(&mut self, now: Time, rec: MemberRecord) -> bool {
+        self.merge_member(now, rec)
+            .is_some_and(|m| m != Merge::Unchanged)
+    }
+
+    /// As [`apply_member`](Node::apply_member), telling how it changed.
+    pub(super) fn merge_member(&mut self, now: Time, rec: MemberRecord) -> Option<Merge> {
+        if rec.id == self.me && self.members.contains(&self.me) {
+            self.on_self_record(now, &rec);
+            return None;
+        }
+        if !self.members.contains(&rec.id) && self.members.len() >= self.cfg.limits.max_members {
+            self.limit_hit(crate::metrics::Limit::Members);
+            return None;
+        }
+        let id = rec.id;
+        let old_leaf = self.leaf(&id);
+        let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
+        let merge = self.members.merge(&rec, cap, now);
+        if merge == Merge::Unchanged {
+            return Some(merge);
+        }
+        let new_leaf = self.leaf(&id);
+        self.digest.update(id, old_leaf, new_leaf);
+        if id != self.me {
+            self.react(now, id, &merge);
+        }
+        Some(merge)
+    }
+
+    fn react(&mut self, now: Time, id: NodeId, merge: &Merge) {
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
+        let (state, inc, addr) = (m.state, m.incarnation, m.addr.clone());
+        let old = match merge {
+            Merge::Changed { old_state, .. } => Some(*old_state),
+            _ => None,
+        };
+        if state != MemberState::Suspect {
+            self.probes.suspicions.remove(&id);
+            self.timers.cancel(Timer::Suspicion(id));
+        }
+        match state {
+            MemberState::Alive => {
+                if old != Some(MemberState::Alive) {
+                    self.events.push_back(Event::MemberUp {
+                        id,
+                        addr: addr.clone(),
+                    });
+                }
+                if old.is_none() || old.is_some_and(|s| !s.is_live()) {
+                    self.consider_passive(id, addr);
+                }
+            }
+            MemberState::Suspect => {
+                if old != Some(MemberState::Suspect) {
+                    self.events.push_back(Event::MemberSuspect { id });
+                }
+                self.schedule_suspicion(now, id, inc);
+            }
+            MemberState::Dead | MemberState::Left => {
+                if old != Some(state) {
+                    self.events.push_back(if state == MemberState::Dead {
+                        Event::MemberDown { id }
+                    } else {
+                        Event::MemberLeft { id }
+                    });
+                    self.member_gone(now, id);
+                }
+            }
+        }
+    }
+
+    /// A member is Dead or Left: out of the views; its calls fail over.
+    fn member_gone(&mut self, now: Time, id: NodeId) {
+        self.remove_active(now, id, false);
+        self.overlay.passive.retain(|p| p.id != id);
+        self.provider_gone(now, id, true);
+    }
+
+    /// Someone sent a record of this node. Refute anything but the truth.
+    fn on_self_record(&mut self, now: Time, rec: &MemberRecord) {
+        if self.status == Status::Left {
+            return;
+        }
+        let own = self.own_record(MemberState::Alive);
+        let newer = rec.incarnation > self.incarnation;
+        let differs = rec.incarnation == self.incarnation
+            && (rec.state != MemberState::Alive || rec.addr != own.addr || rec.name != own.name);
+        if !newer && !differs {
+            return;
+        }
+        if rec.state != MemberState::Alive {
+            self.metrics.refutations += 1;
+        }
+        self.incarnation = self.incarnation.max(rec.incarnation) + 1;
+        let me = self.own_record(MemberState::Alive);
+        let old = self.leaf(&self.me);
+        let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
+        self.members.merge(&me, cap, now);
+        let new = self.leaf(&self.me);
+        self.digest.update(self.me, old, new);
+        self.broadcast(Update::Member(me));
+    }
+
+    // ----- joining -------------------------------------------------------
+
+    pub(super) fn send_joins(&mut self, now: Time) {
+        let me = self.own_record(MemberState::Alive);
+        for seed in self.seeds.clone() {
+            self.send(
+                now,
+                &seed,
+                &Message::Join(me.clone()),
+                TrafficClass::Control,
+            );
+        }
+    }
+
+    pub(super) fn on_join_timer(&mut self, now: Time) {
+        let m = &self.cfg.membership;
+        let (retry, redial) = (m.join_retry_interval, m.seed_redial_interval);
+        if self.seeds.is_empty() {
+            return;
+        }
+        if self.members.live_count() <= 1 {
+            self.send_joins(now);
+            self.timers.set(Timer::Join, now + retry);
+            return;
+        }
+        let seed_alive = self.members.iter().any(|(id, m)| {
+            *id != self.me && m.state == MemberState::Alive && self.seeds.contains(&m.addr)
+        });
+        if !seed_alive {
+            self.send_joins(now);
+        }
+        self.timers.set(Timer::Join, now + redial);
+    }
+
+    /// A node joins through us.
+    pub(super) fn on_join(&mut self, now: Time, from: &Addr, rec: MemberRecord) {
+        if rec.id == self.me {
+            return;
+        }
+        let id = rec.id;
+        let addr = if rec.addr.as_str().is_empty() {
+            from.clone()
+        } else {
+            rec.addr.clone()
+        };
+        if self.apply_member(now, rec) {
+            if let Some(r) = self.members.record(&id) {
+                self.broadcast(Update::Member(r));
+            }
+        }
+        // A joiner is always accepted into the active view (HyParView).
+        self.accept_neighbor(now, id, addr.clone(), true);
+        let fj = crate::wire::ForwardJoin {
+            joiner: match self.members.record(&id) {
+                Some(r) => r,
+                None => return,
+            },
+            ttl: self.cfg.overlay.join_walk_ttl,
+        };
+        let others: Vec<Addr> = self
+            .overlay
+            .active
+            .iter()
+            .filter(|p| p.id != id)
+            .map(|p| p.addr.clone())
+            .collect();
+        for a in others {
+            self.send(
+                now,
+                &a,
+                &Message::ForwardJoin(fj.clone()),
+                TrafficClass::Control,
+            );
+        }
+    }
+
+    /// The runtime lost the connection to `addr`, or could not open it.
+    pub(super) fn on_unreachable(&mut self, now: Time, addr: &Addr) {
+        self.provider_unreachable(now, addr);
+        // An active peer whose connection broke is probed at once (the
+        // ping opens a new connection); if it is gone, the usual probe
+        // path suspects it.
+        if let Some(p) = self.overlay.active.iter().find(|p| p.addr == *addr) {
+            let id = p.id;
+            if !self.probes.probing(id) {
+                if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == id) {
+                    p.last_heard = Time::ZERO;
+                }
+                self.timers.set(Timer::Probe(id), now);
+            }
+        }
+        self.overlay.pending.retain(|_, (a, _)| a != addr);
+    }
+}

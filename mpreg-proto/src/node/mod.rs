@@ -1,0 +1,604 @@
+//! The [`Node`]: every concern of the protocol tied into one state machine.
+//!
+//! The submodules each implement one concern as `impl Node` blocks:
+//! `session` (per-address protocol state, sending frames), `membership`
+//! (probes, suspicion, refutation, join and leave), `overlay` (the active
+//! and passive views), `broadcast` (Plumtree), `sync` (anti-entropy) and
+//! `calls` (routing, invocations, deduplication).
+
+mod broadcast;
+mod calls;
+mod membership;
+mod overlay;
+mod session;
+mod sync;
+
+pub use calls::Call;
+
+use crate::catalog::{Catalog, FunctionSpec};
+use crate::config::{Config, ConfigError};
+use crate::digest::RangeTree;
+use crate::error::{CallError, FrameError, InvocationError, RegisterError};
+use crate::event::{Event, Transmit};
+use crate::id::{Addr, CallId, Incarnation, InvocationId, NodeId};
+use crate::members::{MemberState, MemberTable};
+use crate::metrics::{Limit, Metrics, RejectReason};
+use crate::time::Time;
+use crate::timers::{Timer, Timers};
+use crate::wire::{self, DecodeError, MemberRecord, Message, Role};
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+
+/// Who a node is: a stable id, where it listens, and its incarnation.
+///
+/// A restarting process must use an incarnation above any it used before:
+/// the persisted last one + 1, else the Unix time in seconds (a generation
+/// number). The core never reads a clock, so the runtime supplies it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Identity {
+    /// Stable node id.
+    pub id: NodeId,
+    /// Address peers dial.
+    pub addr: Addr,
+    /// Incarnation of this process.
+    pub incarnation: Incarnation,
+}
+
+/// The result of a frame that was accepted.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[must_use]
+pub struct Received {
+    /// Set when the frame was a `Hello`: the sender's identity and
+    /// advertised address. A runtime that accepted the connection should
+    /// from now on key it by `addr` (and pass `addr` as `from`), so that
+    /// one connection serves both directions.
+    pub hello: Option<PeerHello>,
+}
+
+/// What a `Hello` said.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PeerHello {
+    /// The sender's id.
+    pub node: NodeId,
+    /// The address the sender listens on (empty for clients).
+    pub addr: Addr,
+    /// Member or client.
+    pub role: Role,
+}
+
+/// Whether the node takes part in the cluster.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Status {
+    /// A member (possibly alone, waiting for others or seeds).
+    Active,
+    /// Has left: answers nothing, sends nothing new.
+    Left,
+}
+
+/// A member as seen by this node.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MemberView {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: Addr,
+    /// Its name.
+    pub name: String,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Its state.
+    pub state: MemberState,
+}
+
+/// An MPREG node as a pure state machine.
+///
+/// # Using it
+///
+/// Methods fall into four groups (as in quinn-proto):
+///
+/// * **getters** — [`id`](Node::id), [`members`](Node::members),
+///   [`catalog`](Node::catalog), [`metrics`](Node::metrics), …;
+/// * **`handle_*`** — inputs from the network and the clock:
+///   [`handle_frame`](Node::handle_frame),
+///   [`handle_timeout`](Node::handle_timeout),
+///   [`handle_connected`](Node::handle_connected),
+///   [`handle_unreachable`](Node::handle_unreachable);
+/// * **commands** from the application: [`join`](Node::join),
+///   [`leave`](Node::leave), [`register`](Node::register),
+///   [`unregister`](Node::unregister), [`call`](Node::call),
+///   [`cancel`](Node::cancel),
+///   [`complete_invocation`](Node::complete_invocation);
+/// * **`poll_*`** — outputs: [`poll_transmit`](Node::poll_transmit),
+///   [`poll_event`](Node::poll_event), [`poll_timeout`](Node::poll_timeout).
+///
+/// After **every** input or command, drain `poll_transmit` and `poll_event`
+/// until they return `None`, then ask `poll_timeout` for the next deadline
+/// and call `handle_timeout` when it passes. See the crate docs for the
+/// complete loop.
+#[derive(Debug)]
+pub struct Node {
+    cfg: Config,
+    me: NodeId,
+    addr: Addr,
+    incarnation: Incarnation,
+    /// Catalog epoch: the incarnation this process started with.
+    epoch: u64,
+    cluster_tag: u32,
+    rng: ChaCha8Rng,
+    status: Status,
+    seeds: Vec<Addr>,
+    members: MemberTable,
+    catalog: Catalog,
+    digest: RangeTree,
+    sessions: session::Sessions,
+    overlay: overlay::Overlay,
+    probes: membership::Probes,
+    plumtree: broadcast::Plumtree,
+    sync: sync::SyncState,
+    calls: calls::Calls,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    metrics: Metrics,
+    limits_reported: u32,
+}
+
+impl Node {
+    /// Creates a node. It is a cluster of one until it [`join`](Node::join)s
+    /// seeds or others join it. Fails if the config does not validate; no
+    /// node is created then.
+    pub fn new(config: Config, identity: Identity, now: Time) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let mut node = Node {
+            cluster_tag: wire::cluster_tag(&config.cluster_id),
+            rng: ChaCha8Rng::seed_from_u64(config.rng_seed),
+            me: identity.id,
+            addr: identity.addr,
+            incarnation: identity.incarnation,
+            epoch: identity.incarnation,
+            status: Status::Active,
+            seeds: Vec::new(),
+            members: MemberTable::default(),
+            catalog: Catalog::default(),
+            digest: RangeTree::default(),
+            sessions: session::Sessions::default(),
+            overlay: overlay::Overlay::default(),
+            probes: membership::Probes::default(),
+            plumtree: broadcast::Plumtree::default(),
+            sync: sync::SyncState::default(),
+            calls: calls::Calls::default(),
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+            limits_reported: 0,
+            cfg: config,
+        };
+        let me = node.own_record(MemberState::Alive);
+        node.apply_member(now, me);
+        node.schedule_periodic(now);
+        Ok(node)
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// This node's address.
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Active or Left.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Every member this node knows, itself included, in id order.
+    pub fn members(&self) -> impl Iterator<Item = MemberView> + '_ {
+        self.members.iter().map(|(id, m)| MemberView {
+            id: *id,
+            addr: m.addr.clone(),
+            name: self.members.name(id).to_string(),
+            incarnation: m.incarnation,
+            state: m.state,
+        })
+    }
+
+    /// One member's state.
+    pub fn member_state(&self, id: &NodeId) -> Option<MemberState> {
+        self.members.get(id).map(|m| m.state)
+    }
+
+    /// Members known in each state: `[alive, suspect, dead, left]`.
+    pub fn member_counts(&self) -> [usize; 4] {
+        let mut c = [0; 4];
+        for (_, m) in self.members.iter() {
+            c[m.state as usize] += 1;
+        }
+        c
+    }
+
+    /// Alive and Suspect members, this node included.
+    pub fn live_members(&self) -> usize {
+        self.members.live_count()
+    }
+
+    /// The replicated catalog (the funtimes view).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ids of the active view: the peers this node keeps connections to.
+    pub fn active_view(&self) -> Vec<NodeId> {
+        self.overlay.active.iter().map(|p| p.id).collect()
+    }
+
+    /// Size of the passive view.
+    pub fn passive_view_len(&self) -> usize {
+        self.overlay.passive.len()
+    }
+
+    /// Lifeguard local-health score: 0 is healthy.
+    pub fn local_health(&self) -> u32 {
+        self.probes.health
+    }
+
+    /// Addresses with protocol state (bounded by `limits.max_sessions`).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Armed timers.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Frames waiting in `poll_transmit`.
+    pub fn queued_transmits(&self) -> usize {
+        self.transmits.len()
+    }
+
+    /// Calls this node is waiting on.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.pending.len()
+    }
+
+    /// Handlers running on this node.
+    pub fn running_invocations(&self) -> usize {
+        self.calls.running
+    }
+
+    /// The combined anti-entropy digest of this node's state: equal on two
+    /// nodes exactly when their member tables and catalogs are equal.
+    pub fn state_digest(&self) -> (u64, u32) {
+        let r = self.digest.root();
+        (r.hash.0, r.count)
+    }
+
+    // ----- handle_* ------------------------------------------------------
+
+    /// A frame arrived from `from` (the address the runtime keys the
+    /// connection by). On `Err` the node is unchanged but for counters.
+    pub fn handle_frame(
+        &mut self,
+        now: Time,
+        from: &Addr,
+        frame: &[u8],
+    ) -> Result<Received, FrameError> {
+        if !self.sessions.admit(now, from, &self.cfg.limits) {
+            return Err(self.reject(RejectReason::RateLimited, FrameError::RateLimited));
+        }
+        let (_, msg) = match wire::decode(
+            frame,
+            self.cfg.limits.max_frame_size,
+            Some(self.cluster_tag),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = reject_reason(&e);
+                return Err(self.reject(reason, FrameError::Decode(e)));
+            }
+        };
+        let kind = msg.kind();
+        let role = self.sessions.role(from);
+        if role == Some(Role::Client) && !calls::client_may_send(kind) {
+            return Err(self.reject(RejectReason::NotAllowed, FrameError::NotAllowed(kind)));
+        }
+        if self.status == Status::Left && !matches!(msg, Message::Hello(_)) {
+            return Err(self.reject(RejectReason::Left, FrameError::Left));
+        }
+        if let Message::Hello(h) = &msg {
+            if h.max_version < wire::MIN_PROTOCOL_VERSION || h.min_version > wire::PROTOCOL_VERSION
+            {
+                let (min, max) = (h.min_version, h.max_version);
+                return Err(self.reject(
+                    RejectReason::IncompatibleVersion,
+                    FrameError::IncompatibleVersion { min, max },
+                ));
+            }
+        }
+        self.metrics.frames_in[kind.index()] += 1;
+        self.metrics.bytes_in[kind.index()] += frame.len() as u64;
+        if sync::is_sync(kind) {
+            self.metrics.sync_bytes += frame.len() as u64;
+        }
+        self.note_sender(now, from);
+        let mut received = Received::default();
+        match msg {
+            Message::Hello(h) => received.hello = Some(self.on_hello(now, from, h)),
+            other => self.dispatch(now, from, other),
+        }
+        self.flush(now);
+        Ok(received)
+    }
+
+    fn dispatch(&mut self, now: Time, from: &Addr, msg: Message) {
+        let peer = self.sessions.node_of(from);
+        if let Some(p) = peer {
+            self.heard_from(now, p);
+        }
+        match msg {
+            Message::Hello(_) => {}
+            Message::Ping(seq) => self.on_ping(now, from, seq),
+            Message::Ack(ack) => self.on_ack(now, from, peer, ack),
+            Message::PingReq(req) => self.on_ping_req(now, from, req),
+            Message::IndirectAck(seq) => self.on_indirect_ack(now, seq),
+            Message::Nack(seq) => self.on_nack(seq),
+            Message::Join(rec) => self.on_join(now, from, rec),
+            Message::ForwardJoin(fj) => self.on_forward_join(now, peer, fj),
+            Message::Neighbor(n) => self.on_neighbor(now, from, n),
+            Message::NeighborReply(ok) => self.on_neighbor_reply(now, from, peer, ok),
+            Message::Disconnect => self.on_disconnect(now, peer),
+            Message::Shuffle(s) => self.on_shuffle(now, peer, s),
+            Message::ShuffleReply(sample) => self.integrate_passive(sample),
+            Message::Gossip(updates) => self.on_gossip(now, peer, updates),
+            Message::IHave(ids) => self.on_ihave(now, peer, ids),
+            Message::Graft(ids) => self.on_graft(now, from, peer, ids),
+            Message::Prune => self.on_prune(peer),
+            Message::SyncRanges(r) => self.on_sync_ranges(now, from, r),
+            Message::SyncSummaries(s) => self.on_sync_summaries(now, from, s),
+            Message::SyncPull(ids) => self.on_sync_pull(now, from, ids),
+            Message::SyncUpdates(u) => self.on_sync_updates(now, from, peer, u),
+            Message::Call(req) => self.on_call(now, from, req),
+            Message::Response(resp) => self.on_response(now, peer, resp),
+            Message::Cancel(id) => self.on_cancel(id),
+            Message::ClientCall(c) => self.on_client_call(now, from, c),
+            Message::ClientQuery((token, q)) => self.on_client_query(now, from, token, q),
+            Message::ClientReply(_) | Message::ClientAnswer(_) => {}
+        }
+    }
+
+    /// Fires every timer due at `now`. Calling it early does nothing.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(t) = self.timers.pop_due(now) {
+            if self.status == Status::Left && !matches!(t, Timer::Call(_) | Timer::Dedup(_)) {
+                continue;
+            }
+            match t {
+                Timer::Probe(peer) => self.on_probe_timer(now, peer),
+                Timer::ProbeTimeout(seq) => self.on_probe_timeout(now, seq),
+                Timer::Suspicion(id) => self.on_suspicion_timeout(now, id),
+                Timer::Graft => self.on_graft_timer(now),
+                Timer::Sync => self.on_sync_timer(now),
+                Timer::Shuffle => self.on_shuffle_timer(now),
+                Timer::Join => self.on_join_timer(now),
+                Timer::Call(id) => self.on_call_timeout(now, id),
+                Timer::Dedup(id) => self.calls.forget(&id),
+            }
+        }
+        self.flush(now);
+    }
+
+    /// The runtime opened a connection to `addr`.
+    pub fn handle_connected(&mut self, now: Time, addr: &Addr) {
+        let _ = (now, addr);
+    }
+
+    /// The runtime could not deliver to `addr`, or lost the connection
+    /// (frames queued for it are gone). The next frame to `addr` opens a new
+    /// connection with a fresh `Hello`.
+    pub fn handle_unreachable(&mut self, now: Time, addr: &Addr) {
+        self.sessions.reset(addr);
+        self.on_unreachable(now, addr);
+        self.flush(now);
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Joins the cluster through seed addresses. They are re-dialled
+    /// whenever none of them is Alive.
+    pub fn join(&mut self, now: Time, seeds: impl IntoIterator<Item = Addr>) {
+        for s in seeds {
+            if s != self.addr && !self.seeds.contains(&s) {
+                self.seeds.push(s);
+            }
+        }
+        self.send_joins(now);
+        self.timers
+            .set(Timer::Join, now + self.cfg.membership.join_retry_interval);
+        self.flush(now);
+    }
+
+    /// Leaves gracefully: the Left state is sent to every active peer and
+    /// broadcast; afterwards the node ignores member traffic. Drain the
+    /// transmits before closing connections.
+    pub fn leave(&mut self, now: Time) {
+        if self.status == Status::Left {
+            return;
+        }
+        let rec = self.own_record(MemberState::Left);
+        self.apply_member(now, rec.clone());
+        self.broadcast_to_all(wire::Update::Member(rec));
+        self.flush(now);
+        self.status = Status::Left;
+        self.calls.fail_all_pending(now);
+        for c in std::mem::take(&mut self.calls.finished) {
+            self.events.push_back(c);
+        }
+    }
+
+    /// Registers (or updates) a function on this node and broadcasts it.
+    pub fn register(&mut self, now: Time, spec: FunctionSpec) -> Result<(), RegisterError> {
+        spec.validate()?;
+        if self.status == Status::Left {
+            return Err(RegisterError::Left);
+        }
+        let own = self.catalog.entries_of(&self.me).count();
+        let exists = self
+            .catalog
+            .entries_of(&self.me)
+            .any(|(n, v, _)| n == spec.name && *v == spec.version);
+        if !exists && own >= self.cfg.limits.max_functions_per_node {
+            self.limit_hit(Limit::FunctionsPerNode);
+            return Err(RegisterError::Limit(self.cfg.limits.max_functions_per_node));
+        }
+        let body = crate::catalog::FnBody {
+            resources: spec.resources,
+            idempotent: spec.idempotent,
+        };
+        self.write_own_catalog(now, spec.name, spec.version, Some(body));
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Removes a function from this node. Returns whether it was registered.
+    pub fn unregister(&mut self, now: Time, name: &str, version: &semver::Version) -> bool {
+        if self.status == Status::Left {
+            return false;
+        }
+        let done = self.write_own_catalog(now, name.into(), version.clone(), None);
+        self.flush(now);
+        done
+    }
+
+    /// Starts a call. Fails at once when no provider can serve it (the
+    /// error is then not also reported as an event); otherwise its outcome
+    /// arrives as [`Event::CallDone`] with the returned id.
+    pub fn call(&mut self, now: Time, call: Call) -> Result<CallId, CallError> {
+        let r = self.start_call(now, call, calls::Origin::Local);
+        self.flush(now);
+        r
+    }
+
+    /// Cancels a call: [`Event::CallDone`] with `Cancelled` follows, and the
+    /// executor is told to drop the result. Returns whether it was pending.
+    pub fn cancel(&mut self, now: Time, call: CallId) -> bool {
+        let r = self.cancel_call(now, call);
+        self.flush(now);
+        r
+    }
+
+    /// The result of a handler started by [`Event::Invoke`]. An `Err` is the
+    /// handler's error message, delivered as `HandlerFailed`.
+    pub fn complete_invocation(
+        &mut self,
+        now: Time,
+        id: InvocationId,
+        result: Result<Bytes, String>,
+    ) -> Result<(), InvocationError> {
+        let r = self.finish_invocation(now, id, result);
+        self.flush(now);
+        r
+    }
+
+    // ----- poll_* --------------------------------------------------------
+
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Node::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.next()
+    }
+
+    // ----- shared helpers ------------------------------------------------
+
+    fn own_record(&self, state: MemberState) -> MemberRecord {
+        MemberRecord {
+            id: self.me,
+            addr: self.addr.clone(),
+            incarnation: self.incarnation,
+            state,
+            accusers: Vec::new(),
+            name: self.cfg.name.as_str().into(),
+        }
+    }
+
+    fn schedule_periodic(&mut self, now: Time) {
+        let n = self.members.live_count();
+        let sync = self.jitter(self.cfg.sync_interval(n));
+        self.timers.set(Timer::Sync, now + sync);
+        let repair = self.jitter(self.cfg.membership.probe_period / 2);
+        self.timers.set(Timer::Shuffle, now + repair);
+    }
+
+    /// `d` scaled by a random factor in [0.75, 1.25), so periodic work of
+    /// many nodes does not synchronise.
+    fn jitter(&mut self, d: std::time::Duration) -> std::time::Duration {
+        use rand::RngExt;
+        d.mul_f64(self.rng.random_range(0.75..1.25))
+    }
+
+    fn reject(&mut self, reason: RejectReason, e: FrameError) -> FrameError {
+        self.metrics.rejected[reason as usize] += 1;
+        e
+    }
+
+    fn limit_hit(&mut self, limit: Limit) {
+        self.metrics.limits_hit[limit as usize] += 1;
+        let bit = 1 << (limit as u32);
+        if self.limits_reported & bit == 0 {
+            self.limits_reported |= bit;
+            self.events.push_back(Event::LimitHit(limit));
+        }
+    }
+
+    /// Sends everything the last input produced.
+    fn flush(&mut self, now: Time) {
+        self.flush_broadcasts(now);
+        for e in std::mem::take(&mut self.calls.finished) {
+            self.events.push_back(e);
+        }
+    }
+}
+
+fn reject_reason(e: &DecodeError) -> RejectReason {
+    match e {
+        DecodeError::TooLarge { .. } => RejectReason::TooLarge,
+        DecodeError::TooShort(_) => RejectReason::TooShort,
+        DecodeError::BadMagic => RejectReason::BadMagic,
+        DecodeError::UnsupportedVersion(_) => RejectReason::UnsupportedVersion,
+        DecodeError::UnsupportedFlags(_) => RejectReason::UnsupportedFlags,
+        DecodeError::WrongCluster(_) => RejectReason::WrongCluster,
+        DecodeError::UnknownKind(_) => RejectReason::UnknownKind,
+        DecodeError::Malformed { .. } => RejectReason::Malformed,
+    }
+}

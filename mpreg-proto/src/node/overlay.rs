@@ -1,0 +1,389 @@
+//! The bounded overlay (HyParView): a small symmetric *active view* of
+//! peers this node keeps connections to, probes and broadcasts over, and a
+//! larger *passive view* of candidates to promote when one fails.
+//!
+//! The active view aims for `⌈log₂ N⌉ + c` peers ([`Config::active_view_target`]
+//! (crate::Config::active_view_target)); it accepts up to `slack` more and
+//! sheds the excess. Joins take random walks (`ForwardJoin`) so a joiner's
+//! links spread beyond its seed; shuffles keep passive views fresh. Since
+//! every node also knows every member, a view that runs dry refills from
+//! the member table, so the overlay cannot stay split.
+
+use super::Node;
+use crate::event::{Event, TrafficClass};
+use crate::id::{Addr, NodeId};
+use crate::members::MemberState;
+use crate::rtt::Rtt;
+use crate::time::Time;
+use crate::timers::Timer;
+use crate::wire::{ForwardJoin, Message, Neighbor, PeerInfo, Shuffle};
+use rand::RngExt;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default)]
+pub(super) struct Overlay {
+    pub(super) active: Vec<ActivePeer>,
+    pub(super) passive: Vec<PeerInfo>,
+    /// Neighbor requests awaiting a reply: address and deadline.
+    pub(super) pending: BTreeMap<NodeId, (Addr, Time)>,
+    /// When the next passive-view shuffle is due.
+    next_shuffle: Time,
+}
+
+#[derive(Debug)]
+pub(super) struct ActivePeer {
+    pub(super) id: NodeId,
+    pub(super) addr: Addr,
+    /// Plumtree: eager (tree) link or lazy (announcements only).
+    pub(super) eager: bool,
+    pub(super) last_heard: Time,
+    pub(super) rtt: Rtt,
+}
+
+impl Node {
+    fn view_target(&self) -> usize {
+        self.cfg.active_view_target(self.members.live_count())
+    }
+
+    fn view_max(&self) -> usize {
+        self.view_target() + self.cfg.overlay.active_view_slack
+    }
+
+    pub(super) fn is_active(&self, id: NodeId) -> bool {
+        self.overlay.active.iter().any(|p| p.id == id)
+    }
+
+    /// Adds a peer to the active view; the runtime is asked to keep a
+    /// connection, probing starts, and the two sync at once.
+    pub(super) fn add_active(&mut self, now: Time, id: NodeId, addr: Addr) -> bool {
+        if id == self.me || self.is_active(id) || addr.as_str().is_empty() {
+            return false;
+        }
+        self.overlay.pending.remove(&id);
+        self.overlay.passive.retain(|p| p.id != id);
+        self.overlay.active.push(ActivePeer {
+            id,
+            addr: addr.clone(),
+            eager: true,
+            last_heard: now,
+            rtt: Rtt::default(),
+        });
+        self.events.push_back(Event::Connect(addr.clone()));
+        let period = self.cfg.membership.probe_period;
+        self.timers.set(Timer::Probe(id), now + period);
+        self.start_sync(now, &addr);
+        if self.overlay.active.len() < self.view_target() {
+            self.schedule_repair(now);
+        }
+        true
+    }
+
+    /// Drops a peer from the active view (telling it when `notify`).
+    pub(super) fn remove_active(&mut self, now: Time, id: NodeId, notify: bool) {
+        let Some(i) = self.overlay.active.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let p = self.overlay.active.remove(i);
+        if notify {
+            self.send(now, &p.addr, &Message::Disconnect, TrafficClass::Control);
+        }
+        self.events.push_back(Event::Disconnect(p.addr.clone()));
+        self.timers.cancel(Timer::Probe(id));
+        if self.members.get(&id).is_some_and(|m| m.state.is_live()) {
+            self.consider_passive(id, p.addr);
+        }
+        self.schedule_repair(now);
+    }
+
+    /// Accepts a neighbor, making room by shedding a random peer when
+    /// `force`d into a full view. Replies to the requester.
+    pub(super) fn accept_neighbor(
+        &mut self,
+        now: Time,
+        id: NodeId,
+        addr: Addr,
+        force: bool,
+    ) -> bool {
+        if id == self.me {
+            return false;
+        }
+        if !self.is_active(id) {
+            if self.overlay.active.len() >= self.view_max() {
+                if !force {
+                    self.send(
+                        now,
+                        &addr,
+                        &Message::NeighborReply(false),
+                        TrafficClass::Control,
+                    );
+                    return false;
+                }
+                let victim = self.rng.random_range(0..self.overlay.active.len());
+                let vid = self.overlay.active[victim].id;
+                self.remove_active(now, vid, true);
+            }
+            self.add_active(now, id, addr.clone());
+        }
+        self.send(
+            now,
+            &addr,
+            &Message::NeighborReply(true),
+            TrafficClass::Control,
+        );
+        true
+    }
+
+    pub(super) fn consider_passive(&mut self, id: NodeId, addr: Addr) {
+        if id == self.me || self.is_active(id) || self.overlay.passive.iter().any(|p| p.id == id) {
+            return;
+        }
+        if self.overlay.passive.len() >= self.cfg.overlay.passive_view_size {
+            let i = self.rng.random_range(0..self.overlay.passive.len());
+            self.overlay.passive.swap_remove(i);
+        }
+        self.overlay.passive.push(PeerInfo { id, addr });
+    }
+
+    pub(super) fn integrate_passive(&mut self, sample: Vec<PeerInfo>) {
+        for p in sample.into_iter().take(self.cfg.overlay.shuffle_size * 2) {
+            let dead = self.members.get(&p.id).is_some_and(|m| !m.state.is_live());
+            if !dead {
+                self.consider_passive(p.id, p.addr);
+            }
+        }
+    }
+
+    fn request_neighbor(&mut self, now: Time, id: NodeId, addr: Addr, high: bool) {
+        if id == self.me || self.is_active(id) || self.overlay.pending.contains_key(&id) {
+            return;
+        }
+        let deadline = now + self.cfg.membership.probe_period;
+        self.overlay.pending.insert(id, (addr.clone(), deadline));
+        let sender = self.own_record(MemberState::Alive);
+        let msg = Message::Neighbor(Neighbor {
+            sender,
+            high_priority: high,
+        });
+        self.send(now, &addr, &msg, TrafficClass::Control);
+    }
+
+    pub(super) fn on_neighbor(&mut self, now: Time, from: &Addr, n: Neighbor) {
+        let (id, addr) = (n.sender.id, n.sender.addr.clone());
+        if id == self.me {
+            return;
+        }
+        self.apply_member(now, n.sender);
+        if self.members.get(&id).is_some_and(|m| !m.state.is_live()) {
+            // We hold it Dead at its incarnation: it must refute first.
+            self.send(
+                now,
+                from,
+                &Message::NeighborReply(false),
+                TrafficClass::Control,
+            );
+            return;
+        }
+        self.accept_neighbor(now, id, addr, n.high_priority);
+    }
+
+    pub(super) fn on_neighbor_reply(
+        &mut self,
+        now: Time,
+        from: &Addr,
+        peer: Option<NodeId>,
+        ok: bool,
+    ) {
+        let id = peer.or_else(|| {
+            self.overlay
+                .pending
+                .iter()
+                .find(|(_, (a, _))| a == from)
+                .map(|(id, _)| *id)
+        });
+        let Some(id) = id else {
+            return;
+        };
+        let was_pending = self.overlay.pending.remove(&id).is_some();
+        if !ok {
+            if self.is_active(id) {
+                self.remove_active(now, id, false);
+            }
+            return;
+        }
+        if (was_pending || self.overlay.active.is_empty()) && !self.is_active(id) {
+            self.add_active(now, id, from.clone());
+        }
+    }
+
+    pub(super) fn on_disconnect(&mut self, now: Time, peer: Option<NodeId>) {
+        if let Some(id) = peer {
+            self.remove_active(now, id, false);
+        }
+    }
+
+    pub(super) fn on_forward_join(&mut self, now: Time, peer: Option<NodeId>, fj: ForwardJoin) {
+        let (id, addr) = (fj.joiner.id, fj.joiner.addr.clone());
+        if id == self.me {
+            return;
+        }
+        self.apply_member(now, fj.joiner.clone());
+        if fj.ttl == 0 || self.overlay.active.len() <= 1 {
+            self.request_neighbor(now, id, addr, false);
+            return;
+        }
+        if fj.ttl == self.cfg.overlay.passive_walk_ttl {
+            self.consider_passive(id, addr.clone());
+        }
+        let next: Vec<Addr> = self
+            .overlay
+            .active
+            .iter()
+            .filter(|p| Some(p.id) != peer && p.id != id)
+            .map(|p| p.addr.clone())
+            .collect();
+        if next.is_empty() {
+            self.request_neighbor(now, id, addr, false);
+            return;
+        }
+        let to = next[self.rng.random_range(0..next.len())].clone();
+        let fwd = ForwardJoin {
+            joiner: fj.joiner,
+            ttl: fj.ttl - 1,
+        };
+        self.send(now, &to, &Message::ForwardJoin(fwd), TrafficClass::Control);
+    }
+
+    pub(super) fn schedule_repair(&mut self, now: Time) {
+        self.timers
+            .set_if_earlier(Timer::Shuffle, now + self.cfg.membership.probe_timeout_min);
+    }
+
+    /// Sheds peers above the maximum and asks candidates to fill the view
+    /// up to its target: passive ones first, then random live members.
+    fn repair_overlay(&mut self, now: Time) {
+        self.overlay
+            .pending
+            .retain(|_, (_, deadline)| *deadline > now);
+        while self.overlay.active.len() > self.view_max() {
+            let i = self.rng.random_range(0..self.overlay.active.len());
+            let id = self.overlay.active[i].id;
+            self.remove_active(now, id, true);
+        }
+        let target = self.view_target();
+        let have = self.overlay.active.len() + self.overlay.pending.len();
+        let mut deficit = target.saturating_sub(have);
+        let high = self.overlay.active.is_empty();
+        while deficit > 0 && !self.overlay.passive.is_empty() {
+            let i = self.rng.random_range(0..self.overlay.passive.len());
+            let p = self.overlay.passive.swap_remove(i);
+            if self
+                .members
+                .get(&p.id)
+                .is_some_and(|m| m.state == MemberState::Alive)
+            {
+                self.request_neighbor(now, p.id, p.addr, high);
+                deficit -= 1;
+            }
+        }
+        let mut tries = 0;
+        while deficit > 0 && tries < 2 * target {
+            tries += 1;
+            let me = self.me;
+            let pick = self.random_member(|id, m| *id != me && m.state == MemberState::Alive);
+            let Some((id, addr)) = pick else {
+                break;
+            };
+            if !self.is_active(id) && !self.overlay.pending.contains_key(&id) {
+                self.request_neighbor(now, id, addr, high);
+                deficit -= 1;
+            }
+        }
+    }
+
+    pub(super) fn on_shuffle_timer(&mut self, now: Time) {
+        self.repair_overlay(now);
+        if now >= self.overlay.next_shuffle {
+            self.shuffle(now);
+            self.overlay.next_shuffle = now + self.jitter(self.cfg.overlay.shuffle_period);
+        }
+        let mut next = self.overlay.next_shuffle;
+        if self.overlay.active.len() < self.view_target() {
+            next = next.min(now + self.cfg.membership.probe_period / 2);
+        }
+        self.timers.set(
+            Timer::Shuffle,
+            next.max(now + self.cfg.membership.probe_timeout_min),
+        );
+    }
+
+    fn shuffle(&mut self, now: Time) {
+        if self.overlay.active.is_empty() {
+            return;
+        }
+        let k = self.cfg.overlay.shuffle_size;
+        let mut sample: Vec<PeerInfo> = Vec::with_capacity(k + 1);
+        sample.push(PeerInfo {
+            id: self.me,
+            addr: self.addr.clone(),
+        });
+        for p in self.overlay.active.iter().take(k / 2) {
+            sample.push(PeerInfo {
+                id: p.id,
+                addr: p.addr.clone(),
+            });
+        }
+        let room = k.saturating_sub(sample.len());
+        for p in self.overlay.passive.iter().take(room) {
+            sample.push(p.clone());
+        }
+        let i = self.rng.random_range(0..self.overlay.active.len());
+        let to = self.overlay.active[i].addr.clone();
+        let msg = Message::Shuffle(Shuffle {
+            origin: PeerInfo {
+                id: self.me,
+                addr: self.addr.clone(),
+            },
+            ttl: self.cfg.overlay.join_walk_ttl,
+            sample,
+        });
+        self.send(now, &to, &msg, TrafficClass::Control);
+    }
+
+    pub(super) fn on_shuffle(&mut self, now: Time, peer: Option<NodeId>, s: Shuffle) {
+        if s.origin.id == self.me {
+            return;
+        }
+        if s.ttl > 0 && self.overlay.active.len() > 1 {
+            let next: Vec<Addr> = self
+                .overlay
+                .active
+                .iter()
+                .filter(|p| Some(p.id) != peer && p.id != s.origin.id)
+                .map(|p| p.addr.clone())
+                .collect();
+            if !next.is_empty() {
+                let to = next[self.rng.random_range(0..next.len())].clone();
+                let fwd = Shuffle {
+                    ttl: s.ttl - 1,
+                    ..s
+                };
+                self.send(now, &to, &Message::Shuffle(fwd), TrafficClass::Control);
+                return;
+            }
+        }
+        let reply: Vec<PeerInfo> = self
+            .overlay
+            .passive
+            .iter()
+            .take(s.sample.len())
+            .cloned()
+            .collect();
+        self.send(
+            now,
+            &s.origin.addr,
+            &Message::ShuffleReply(reply),
+            TrafficClass::Control,
+        );
+        self.integrate_passive(s.sample);
+    }
+}

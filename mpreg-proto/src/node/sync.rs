@@ -1,0 +1,261 @@
+//! Anti-entropy: periodic reconciliation with one peer over the range
+//! digest ([`RangeTree`](crate::digest::RangeTree)).
+//!
+//! ```text
+//!  A: SyncRanges(level 0: root)          ──►  B compares;
+//!  B: SyncRanges(level 1: differing ..)  ◄──  equal ranges stop here
+//!  A: SyncRanges(level 2: ..) or SyncSummaries(per-member hashes)
+//!  B: SyncUpdates(what A lacks) + SyncPull(what B lacks)  ──►
+//!  A: SyncUpdates(pulled)
+//! ```
+//!
+//! Two nodes that agree exchange one small frame each way. Updates always
+//! carry a member's full state (record and complete catalog snapshot), so
+//! a node behind the tombstone floor is repaired too. Pages are bounded in
+//! bytes and in number per exchange; a sync that brought news triggers
+//! another with a random active peer, so a repair spreads at network speed
+//! rather than one interval per hop.
+
+use super::Node;
+use crate::digest::{self, MAX_LEVEL};
+use crate::event::TrafficClass;
+use crate::id::{Addr, NodeId};
+use crate::members::MemberState;
+use crate::time::Time;
+use crate::timers::Timer;
+use crate::wire::{H64, Message, MessageKind, SyncRanges, SyncSummaries, Update};
+use rand::RngExt;
+use std::collections::BTreeMap;
+
+/// Ranges holding at most this many members (both sides together) are
+/// compared member by member instead of expanded.
+const SUMMARY_THRESHOLD: u32 = 64;
+
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Last time a sync was chained after news.
+    last_chain: Option<Time>,
+}
+
+/// Whether a kind belongs to anti-entropy (for byte accounting).
+pub(super) fn is_sync(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::SyncRanges
+            | MessageKind::SyncSummaries
+            | MessageKind::SyncPull
+            | MessageKind::SyncUpdates
+    )
+}
+
+impl Node {
+    pub(super) fn start_sync(&mut self, now: Time, to: &Addr) {
+        self.metrics.sync_exchanges += 1;
+        let msg = Message::SyncRanges(SyncRanges {
+            level: 0,
+            ranges: vec![self.digest.root()],
+        });
+        self.send(now, to, &msg, TrafficClass::Broadcast);
+    }
+
+    pub(super) fn on_sync_timer(&mut self, now: Time) {
+        // Usually an active peer; sometimes any live member, which also
+        // repairs a split overlay.
+        let partner = if !self.overlay.active.is_empty() && self.rng.random_range(0..10) < 9 {
+            let i = self.rng.random_range(0..self.overlay.active.len());
+            Some(self.overlay.active[i].addr.clone())
+        } else {
+            self.random_member(|_, m| m.state == MemberState::Alive)
+                .map(|p| p.1)
+        };
+        if let Some(to) = partner {
+            self.start_sync(now, &to);
+        }
+        // Re-probe one Dead member per interval: this is how the sides of a
+        // healed partition find each other again.
+        if let Some((_, addr)) = self.random_member(|_, m| m.state == MemberState::Dead) {
+            self.start_sync(now, &addr);
+        }
+        self.collect_garbage(now);
+        let next = self.jitter(self.cfg.sync_interval(self.members.live_count()));
+        self.timers.set(Timer::Sync, now + next);
+    }
+
+    /// Forgets Dead and Left members older than the reconnect window.
+    fn collect_garbage(&mut self, now: Time) {
+        let window = self.cfg.membership.reconnect_window;
+        let old: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != self.me && !m.state.is_live() && m.since() + window <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            let leaf = self.leaf(&id);
+            self.members.remove(&id);
+            self.digest.update(id, leaf, None);
+            let changes = self.catalog.remove_owner(&id);
+            let _ = changes; // already unroutable: the member was Dead/Left
+            self.overlay.passive.retain(|p| p.id != id);
+        }
+    }
+
+    pub(super) fn on_sync_ranges(&mut self, now: Time, from: &Addr, r: SyncRanges) {
+        let level = r.level.min(MAX_LEVEL);
+        let width = digest::width(level);
+        let (mut expand, mut summarize, mut push) = (Vec::new(), Vec::new(), Vec::new());
+        for theirs in r.ranges.iter().filter(|d| usize::from(d.index) < width) {
+            let mine = self.digest.digest(level, theirs.index);
+            if mine.hash == theirs.hash && mine.count == theirs.count {
+                continue;
+            }
+            if theirs.count == 0 {
+                push.push(theirs.index);
+            } else if level >= MAX_LEVEL
+                || mine.count == 0
+                || mine.count + theirs.count <= SUMMARY_THRESHOLD
+            {
+                summarize.push(theirs.index);
+            } else {
+                expand.push(theirs.index);
+            }
+        }
+        if !expand.is_empty() {
+            let ranges = expand
+                .iter()
+                .flat_map(|i| self.digest.children(level, *i))
+                .collect();
+            let msg = Message::SyncRanges(SyncRanges {
+                level: level + 1,
+                ranges,
+            });
+            self.send(now, from, &msg, TrafficClass::Broadcast);
+        }
+        if !summarize.is_empty() {
+            let members = self.summaries(level, &summarize);
+            let msg = Message::SyncSummaries(SyncSummaries {
+                level,
+                ranges: summarize,
+                members,
+            });
+            self.send(now, from, &msg, TrafficClass::Broadcast);
+        }
+        if !push.is_empty() {
+            let ids: Vec<NodeId> = push.iter().flat_map(|i| self.ids_in(level, *i)).collect();
+            self.send_states(now, from, &ids);
+        }
+    }
+
+    fn ids_in(&self, level: u8, index: u16) -> Vec<NodeId> {
+        let (lo, hi) = digest::bounds(level, index);
+        self.members.range(lo, hi).map(|(id, _)| *id).collect()
+    }
+
+    fn summaries(&self, level: u8, ranges: &[u16]) -> Vec<(NodeId, H64)> {
+        ranges
+            .iter()
+            .flat_map(|i| self.ids_in(level, *i))
+            .filter_map(|id| self.leaf(&id).map(|h| (id, H64(h))))
+            .collect()
+    }
+
+    pub(super) fn on_sync_summaries(&mut self, now: Time, from: &Addr, s: SyncSummaries) {
+        let level = s.level.min(MAX_LEVEL);
+        let width = digest::width(level);
+        let ranges: Vec<u16> = s
+            .ranges
+            .into_iter()
+            .filter(|i| usize::from(*i) < width)
+            .collect();
+        let theirs: BTreeMap<NodeId, H64> = s.members.into_iter().collect();
+        let mut push = Vec::new();
+        for (id, h) in self.summaries(level, &ranges) {
+            if theirs.get(&id) != Some(&h) {
+                push.push(id);
+            }
+        }
+        let pull: Vec<NodeId> = theirs
+            .iter()
+            .filter(|(id, h)| {
+                let in_range = ranges.iter().any(|i| {
+                    let (lo, hi) = digest::bounds(level, *i);
+                    **id >= lo && **id <= hi
+                });
+                in_range && self.leaf(id).map(H64) != Some(**h)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        self.send_states(now, from, &push);
+        if !pull.is_empty() {
+            self.send(now, from, &Message::SyncPull(pull), TrafficClass::Broadcast);
+        }
+    }
+
+    pub(super) fn on_sync_pull(&mut self, now: Time, from: &Addr, ids: Vec<NodeId>) {
+        self.send_states(now, from, &ids);
+    }
+
+    /// Sends members' full state: record and complete catalog snapshot.
+    fn send_states(&mut self, now: Time, to: &Addr, ids: &[NodeId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut updates = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.members.record(id) {
+                updates.push(Update::Member(r));
+                if let Some(c) = self.catalog.snapshot(id) {
+                    updates.push(Update::Catalog(c));
+                }
+            }
+        }
+        let pages = self.cfg.dissemination.sync_pages_per_exchange;
+        self.send_updates(now, to, MessageKind::SyncUpdates, &updates, pages);
+    }
+
+    pub(super) fn on_sync_updates(
+        &mut self,
+        now: Time,
+        _from: &Addr,
+        peer: Option<NodeId>,
+        updates: Vec<Update>,
+    ) {
+        let mut news = 0u64;
+        for u in updates {
+            // Changes to what we knew are announced to the tree (peers that
+            // lack them graft); members and catalogs merely new to us are
+            // not, or a joiner would echo the whole cluster back.
+            let known = match &u {
+                Update::Member(r) => self.members.contains(&r.id),
+                Update::Catalog(d) => self.catalog.has_owner(&d.owner),
+            };
+            if let Some(changed) = self.apply_update(now, u) {
+                news += 1;
+                if known {
+                    self.announce(changed, peer);
+                }
+            }
+        }
+        if news == 0 {
+            return;
+        }
+        self.metrics.sync_updates_applied += news;
+        let spacing = self.cfg.dissemination.graft_timeout;
+        if self.sync.last_chain.is_some_and(|t| now < t + spacing) {
+            return;
+        }
+        let others: Vec<Addr> = self
+            .overlay
+            .active
+            .iter()
+            .filter(|p| Some(p.id) != peer)
+            .map(|p| p.addr.clone())
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        self.sync.last_chain = Some(now);
+        let to = others[self.rng.random_range(0..others.len())].clone();
+        self.start_sync(now, &to);
+    }
+}
