@@ -134,9 +134,8 @@ struct OwnerCatalog {
 }
 
 impl OwnerCatalog {
-    fn hash(&self) -> u64 {
-        self.sum
-            .wrapping_add(mix(&(self.epoch, self.floor, "catalog")))
+    fn hash(&self, owner: &NodeId) -> u64 {
+        self.sum.wrapping_add(mix(&(owner, self.epoch, self.floor)))
     }
 }
 
@@ -236,11 +235,7 @@ impl Catalog {
 
     /// The digest contribution of one owner (0 if it has no catalog).
     pub(crate) fn owner_hash(&self, owner: &NodeId) -> u64 {
-        self.owners.get(owner).map_or(0, OwnerCatalog::hash)
-    }
-
-    pub(crate) fn has_owner(&self, owner: &NodeId) -> bool {
-        self.owners.contains_key(owner)
+        self.owners.get(owner).map_or(0, |oc| oc.hash(owner))
     }
 
     /// `(epoch, highest counter)` of an owner.
@@ -328,6 +323,10 @@ impl Catalog {
     pub(crate) fn apply(&mut self, d: &CatalogDelta, per_node: usize, total: usize) -> Applied {
         let mut out = Applied::default();
         let owner = d.owner;
+        if !self.owners.contains_key(&owner) {
+            // Even an empty catalog is state: it records the owner's epoch.
+            out.changed = true;
+        }
         let oc = self.owners.entry(owner).or_insert_with(|| OwnerCatalog {
             epoch: d.epoch,
             ..OwnerCatalog::default()
@@ -634,7 +633,9 @@ mod tests {
     }
 
     /// The observable state: every stored entry and every owner hash.
-    fn state(c: &Catalog) -> Vec<(NodeId, u64, u64, Vec<(FnKey, u64, Option<FnBody>)>)> {
+    type OwnerState = (NodeId, u64, u64, Vec<(FnKey, u64, Option<FnBody>)>);
+
+    fn state(c: &Catalog) -> Vec<OwnerState> {
         let mut funtimes: Vec<_> = c
             .index
             .iter()
@@ -663,7 +664,7 @@ mod tests {
                 (
                     *o,
                     oc.epoch,
-                    oc.hash(),
+                    oc.hash(o),
                     oc.entries
                         .iter()
                         .map(|(k, e)| (k.clone(), e.counter, e.body.clone()))

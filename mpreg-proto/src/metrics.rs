@@ -105,6 +105,8 @@ pub struct Metrics {
     pub broadcasts_relayed: u64,
     /// Payload copies sent eagerly (update × peer).
     pub broadcast_copies: u64,
+    /// Update payloads sent in any frame (eager, graft answers, anti-entropy).
+    pub updates_sent: u64,
     /// Updates received that were already known.
     pub duplicate_updates: u64,
     /// Update ids announced lazily.
@@ -131,6 +133,8 @@ pub struct Metrics {
     pub invocations: u64,
     /// Duplicate call requests answered from memory instead of re-running.
     pub invocations_deduplicated: u64,
+    /// Connections the runtime reported opened.
+    pub connections_opened: u64,
 }
 
 impl Metrics {

@@ -532,10 +532,10 @@ pub fn decode_header(
     if header.flags & !KNOWN_FLAGS != 0 {
         return Err(DecodeError::UnsupportedFlags(header.flags));
     }
-    if let Some(tag) = cluster {
-        if tag != header.cluster {
-            return Err(DecodeError::WrongCluster(header.cluster));
-        }
+    if let Some(tag) = cluster
+        && tag != header.cluster
+    {
+        return Err(DecodeError::WrongCluster(header.cluster));
     }
     Ok(header)
 }

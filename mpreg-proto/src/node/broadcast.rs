@@ -47,8 +47,6 @@ enum Mode {
     Tree,
     /// Eager to every active peer (a leaving node cannot serve grafts).
     All,
-    /// Announced to every active peer (repairs learned by anti-entropy).
-    Announce,
 }
 
 #[derive(Debug)]
@@ -99,23 +97,14 @@ impl Node {
         self.enqueue(u, None, Mode::All);
     }
 
-    fn relay(&mut self, u: Update, from: Option<NodeId>) {
+    pub(super) fn relay(&mut self, u: Update, from: Option<NodeId>) {
         self.metrics.broadcasts_relayed += 1;
         self.enqueue(u, from, Mode::Tree);
     }
 
-    /// Announces a repaired update lazily to every active peer.
-    pub(super) fn announce(&mut self, u: Update, from: Option<NodeId>) {
-        self.enqueue(u, from, Mode::Announce);
-    }
-
     fn enqueue(&mut self, u: Update, except: Option<NodeId>, mode: Mode) {
         let id = update_id(&u);
-        let bytes = if mode == Mode::Announce {
-            Bytes::new()
-        } else {
-            encode_update(&u)
-        };
+        let bytes = encode_update(&u);
         self.plumtree.outbox.push(Outgoing {
             id,
             bytes,
@@ -172,7 +161,7 @@ impl Node {
                 match o.mode {
                     Mode::All => push.push(&o.bytes),
                     Mode::Tree if eager => push.push(&o.bytes),
-                    Mode::Tree | Mode::Announce => ids.push(o.id),
+                    Mode::Tree => ids.push(o.id),
                 }
             }
             self.metrics.broadcast_copies += push.len() as u64;
@@ -231,6 +220,7 @@ impl Node {
                 body.extend_from_slice(b);
             }
             self.send_body(now, to, kind, &body, TrafficClass::Broadcast);
+            self.metrics.updates_sent += (j - i) as u64;
             sent += j - i;
             pages += 1;
             i = j;
@@ -392,8 +382,10 @@ impl Node {
 
     /// Merges a catalog delta of another node.
     pub(super) fn apply_catalog(&mut self, now: Time, d: &CatalogDelta) -> bool {
-        if d.owner == self.me {
-            // This node is the only writer of its entries.
+        // This node is the only writer of its entries; and the catalog holds
+        // only members (an early delta is repaired by graft or anti-entropy
+        // once the member record arrives).
+        if d.owner == self.me || !self.members.contains(&d.owner) {
             return false;
         }
         let _ = now;
@@ -445,14 +437,18 @@ impl Node {
         version: semver::Version,
         body: Option<crate::catalog::FnBody>,
     ) -> bool {
-        let _ = now;
         let old = self.leaf(&self.me);
+        let removal = body.is_none();
         let Some((delta, applied)) = self
             .catalog
             .write_own(self.me, self.epoch, name, version, body)
         else {
             return false;
         };
+        if removal {
+            let counter = delta.entries.first().map_or(0, |e| e.counter);
+            self.sync.tombstones.insert(counter, now);
+        }
         let new = self.leaf(&self.me);
         self.digest.update(self.me, old, new);
         self.catalog_events(applied.changes);

@@ -171,23 +171,23 @@ impl Calls {
     }
 
     pub(super) fn forget(&mut self, id: &CallId) {
-        if let Some(e) = self.executions.get(id) {
-            if matches!(e.state, ExecState::Done(_)) {
-                self.executions.remove(id);
-            }
+        if let Some(e) = self.executions.get(id)
+            && matches!(e.state, ExecState::Done(_))
+        {
+            self.executions.remove(id);
         }
     }
 
     pub(super) fn fail_all_pending(&mut self, _now: Time) {
         let ids: Vec<CallId> = self.pending.keys().copied().collect();
         for id in ids {
-            if let Some(p) = self.pending.remove(&id) {
-                if p.origin == Origin::Local {
-                    self.finished.push(Event::CallDone {
-                        call: id,
-                        result: Err(CallError::Rejected("this node left the cluster".into())),
-                    });
-                }
+            if let Some(p) = self.pending.remove(&id)
+                && p.origin == Origin::Local
+            {
+                self.finished.push(Event::CallDone {
+                    call: id,
+                    result: Err(CallError::Rejected("this node left the cluster".into())),
+                });
             }
         }
     }
@@ -361,12 +361,11 @@ impl Node {
             let better = self.better(ca.0, cb.0);
             let mut pick = if better { ca } else { cb };
             // Hysteresis: keep the previous choice unless clearly worse.
-            if let Some(prev) = self.calls.last_choice.get(&call.function).copied() {
-                if let Some(c) = candidates.iter().find(|c| c.0 == prev) {
-                    if !self.clearly_better(pick.0, prev) {
-                        pick = *c;
-                    }
-                }
+            if let Some(prev) = self.calls.last_choice.get(&call.function).copied()
+                && let Some(c) = candidates.iter().find(|c| c.0 == prev)
+                && !self.clearly_better(pick.0, prev)
+            {
+                pick = *c;
             }
             pick
         };

@@ -266,10 +266,9 @@ impl Node {
             tries += 1;
             if let Some((id, addr)) =
                 self.random_member(|id, m| *id != target && m.state == MemberState::Alive)
+                && !picks.iter().any(|p| p.0 == id)
             {
-                if !picks.iter().any(|p| p.0 == id) {
-                    picks.push((id, addr));
-                }
+                picks.push((id, addr));
             }
         }
         picks.into_iter().map(|p| p.1).collect()
@@ -288,10 +287,11 @@ impl Node {
         // Sample a few positions before falling back to a filtered scan.
         for _ in 0..8 {
             let i = self.rng.random_range(0..n);
-            if let Some((id, m)) = self.members.iter().nth(i) {
-                if *id != self.me && pred(id, m) {
-                    return Some((*id, m.addr.clone()));
-                }
+            if let Some((id, m)) = self.members.iter().nth(i)
+                && *id != self.me
+                && pred(id, m)
+            {
+                return Some((*id, m.addr.clone()));
             }
         }
         let all: Vec<(NodeId, Addr)> = self
@@ -319,18 +319,18 @@ impl Node {
         rec.accusers.push(self.me);
         self.metrics.suspicions += 1;
         let addr = rec.addr.clone();
-        if self.apply_member(now, rec) {
-            if let Some(merged) = self.members.record(&target) {
-                self.broadcast(Update::Member(merged.clone()));
-                // Tell the suspect directly so it can refute at once.
-                self.send_updates(
-                    now,
-                    &addr,
-                    crate::wire::MessageKind::Gossip,
-                    &[Update::Member(merged)],
-                    1,
-                );
-            }
+        if self.apply_member(now, rec)
+            && let Some(merged) = self.members.record(&target)
+        {
+            self.broadcast(Update::Member(merged.clone()));
+            // Tell the suspect directly so it can refute at once.
+            self.send_updates(
+                now,
+                &addr,
+                crate::wire::MessageKind::Gossip,
+                &[Update::Member(merged)],
+                1,
+            );
         }
     }
 
@@ -480,12 +480,17 @@ impl Node {
         }
         self.incarnation = self.incarnation.max(rec.incarnation) + 1;
         let me = self.own_record(MemberState::Alive);
+        self.write_own_record(now, &me);
+        self.broadcast(Update::Member(me));
+    }
+
+    /// Stores this node's own record (its single writer).
+    pub(super) fn write_own_record(&mut self, now: Time, me: &MemberRecord) {
         let old = self.leaf(&self.me);
         let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
-        self.members.merge(&me, cap, now);
+        self.members.merge(me, cap, now);
         let new = self.leaf(&self.me);
         self.digest.update(self.me, old, new);
-        self.broadcast(Update::Member(me));
     }
 
     // ----- joining -------------------------------------------------------
@@ -533,10 +538,10 @@ impl Node {
         } else {
             rec.addr.clone()
         };
-        if self.apply_member(now, rec) {
-            if let Some(r) = self.members.record(&id) {
-                self.broadcast(Update::Member(r));
-            }
+        if self.apply_member(now, rec)
+            && let Some(r) = self.members.record(&id)
+        {
+            self.broadcast(Update::Member(r));
         }
         // A joiner is always accepted into the active view (HyParView).
         self.accept_neighbor(now, id, addr.clone(), true);

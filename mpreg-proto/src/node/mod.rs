@@ -289,6 +289,18 @@ impl Node {
         self.calls.running
     }
 
+    /// Every piece of replicated state this node holds: each member's
+    /// record followed by its complete catalog. Two nodes hold the same
+    /// state exactly when these are equal.
+    pub fn replicated_state(&self) -> Vec<wire::Update> {
+        let mut out = Vec::with_capacity(self.members.len());
+        for (id, _) in self.members.iter() {
+            out.extend(self.members.record(id).map(wire::Update::Member));
+            out.extend(self.catalog.snapshot(id).map(wire::Update::Catalog));
+        }
+        out
+    }
+
     /// The combined anti-entropy digest of this node's state: equal on two
     /// nodes exactly when their member tables and catalogs are equal.
     pub fn state_digest(&self) -> (u64, u32) {
@@ -328,15 +340,15 @@ impl Node {
         if self.status == Status::Left && !matches!(msg, Message::Hello(_)) {
             return Err(self.reject(RejectReason::Left, FrameError::Left));
         }
-        if let Message::Hello(h) = &msg {
-            if h.max_version < wire::MIN_PROTOCOL_VERSION || h.min_version > wire::PROTOCOL_VERSION
-            {
-                let (min, max) = (h.min_version, h.max_version);
-                return Err(self.reject(
-                    RejectReason::IncompatibleVersion,
-                    FrameError::IncompatibleVersion { min, max },
-                ));
-            }
+        if let Message::Hello(h) = &msg
+            && (h.max_version < wire::MIN_PROTOCOL_VERSION
+                || h.min_version > wire::PROTOCOL_VERSION)
+        {
+            let (min, max) = (h.min_version, h.max_version);
+            return Err(self.reject(
+                RejectReason::IncompatibleVersion,
+                FrameError::IncompatibleVersion { min, max },
+            ));
         }
         self.metrics.frames_in[kind.index()] += 1;
         self.metrics.bytes_in[kind.index()] += frame.len() as u64;
@@ -370,12 +382,18 @@ impl Node {
             Message::Neighbor(n) => self.on_neighbor(now, from, n),
             Message::NeighborReply(ok) => self.on_neighbor_reply(now, from, peer, ok),
             Message::Disconnect => self.on_disconnect(now, peer),
-            Message::Shuffle(s) => self.on_shuffle(now, peer, s),
+            Message::Shuffle(s) => self.on_shuffle(now, from, s),
             Message::ShuffleReply(sample) => self.integrate_passive(sample),
             Message::Gossip(updates) => self.on_gossip(now, peer, updates),
-            Message::IHave(ids) => self.on_ihave(now, peer, ids),
+            Message::IHave(ids) => {
+                self.check_symmetric(now, from, peer);
+                self.on_ihave(now, peer, ids)
+            }
             Message::Graft(ids) => self.on_graft(now, from, peer, ids),
-            Message::Prune => self.on_prune(peer),
+            Message::Prune => {
+                self.check_symmetric(now, from, peer);
+                self.on_prune(peer)
+            }
             Message::SyncRanges(r) => self.on_sync_ranges(now, from, r),
             Message::SyncSummaries(s) => self.on_sync_summaries(now, from, s),
             Message::SyncPull(ids) => self.on_sync_pull(now, from, ids),
@@ -410,9 +428,19 @@ impl Node {
         self.flush(now);
     }
 
-    /// The runtime opened a connection to `addr`.
+    /// The runtime opened a connection to `addr`. Informational: the core
+    /// already queued its `Hello` ahead of the first frame.
     pub fn handle_connected(&mut self, now: Time, addr: &Addr) {
         let _ = (now, addr);
+        self.metrics.connections_opened += 1;
+    }
+
+    /// The connection to `addr` was closed cleanly (idle, or after
+    /// [`Event::Disconnect`]): nothing was lost, but the next frame opens a
+    /// new connection, which starts with a fresh `Hello`.
+    pub fn handle_closed(&mut self, now: Time, addr: &Addr) {
+        let _ = now;
+        self.sessions.reset(addr);
     }
 
     /// The runtime could not deliver to `addr`, or lost the connection
@@ -447,11 +475,11 @@ impl Node {
         if self.status == Status::Left {
             return;
         }
+        self.status = Status::Left;
         let rec = self.own_record(MemberState::Left);
-        self.apply_member(now, rec.clone());
+        self.write_own_record(now, &rec);
         self.broadcast_to_all(wire::Update::Member(rec));
         self.flush(now);
-        self.status = Status::Left;
         self.calls.fail_all_pending(now);
         for c in std::mem::take(&mut self.calls.finished) {
             self.events.push_back(c);

@@ -5,9 +5,11 @@
 //! The active view aims for `⌈log₂ N⌉ + c` peers ([`Config::active_view_target`]
 //! (crate::Config::active_view_target)); it accepts up to `slack` more and
 //! sheds the excess. Joins take random walks (`ForwardJoin`) so a joiner's
-//! links spread beyond its seed; shuffles keep passive views fresh. Since
-//! every node also knows every member, a view that runs dry refills from
-//! the member table, so the overlay cannot stay split.
+//! links spread beyond its seed. Since every node also knows every member,
+//! sampling needs no random walk: a shuffle swaps passive-view samples with
+//! one active peer over its open connection (no transient dial), and a view
+//! that runs dry refills from the member table, so the overlay cannot stay
+//! split.
 
 use super::Node;
 use crate::event::{Event, TrafficClass};
@@ -210,8 +212,25 @@ impl Node {
             }
             return;
         }
-        if (was_pending || self.overlay.active.is_empty()) && !self.is_active(id) {
+        if self.is_active(id) {
+            return;
+        }
+        if was_pending || self.overlay.active.is_empty() {
             self.add_active(now, id, from.clone());
+        } else {
+            // We gave up on this request: keep the views symmetric.
+            self.send(now, from, &Message::Disconnect, TrafficClass::Control);
+        }
+    }
+
+    /// Broadcast traffic only flows between active peers; from anyone else
+    /// it means their view holds us and ours does not: tell them.
+    pub(super) fn check_symmetric(&mut self, now: Time, from: &Addr, peer: Option<NodeId>) {
+        if let Some(id) = peer
+            && !self.is_active(id)
+            && self.members.get(&id).is_some_and(|m| m.state.is_live())
+        {
+            self.send(now, from, &Message::Disconnect, TrafficClass::Control);
         }
     }
 
@@ -343,34 +362,17 @@ impl Node {
                 id: self.me,
                 addr: self.addr.clone(),
             },
-            ttl: self.cfg.overlay.join_walk_ttl,
+            ttl: 0,
             sample,
         });
         self.send(now, &to, &msg, TrafficClass::Control);
     }
 
-    pub(super) fn on_shuffle(&mut self, now: Time, peer: Option<NodeId>, s: Shuffle) {
+    pub(super) fn on_shuffle(&mut self, now: Time, from: &Addr, s: Shuffle) {
         if s.origin.id == self.me {
             return;
         }
-        if s.ttl > 0 && self.overlay.active.len() > 1 {
-            let next: Vec<Addr> = self
-                .overlay
-                .active
-                .iter()
-                .filter(|p| Some(p.id) != peer && p.id != s.origin.id)
-                .map(|p| p.addr.clone())
-                .collect();
-            if !next.is_empty() {
-                let to = next[self.rng.random_range(0..next.len())].clone();
-                let fwd = Shuffle {
-                    ttl: s.ttl - 1,
-                    ..s
-                };
-                self.send(now, &to, &Message::Shuffle(fwd), TrafficClass::Control);
-                return;
-            }
-        }
+        // Answer over the connection the shuffle came on: no new dial.
         let reply: Vec<PeerInfo> = self
             .overlay
             .passive
@@ -380,7 +382,7 @@ impl Node {
             .collect();
         self.send(
             now,
-            &s.origin.addr,
+            from,
             &Message::ShuffleReply(reply),
             TrafficClass::Control,
         );

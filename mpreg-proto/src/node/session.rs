@@ -135,10 +135,8 @@ impl Node {
         // An accepted connection is re-keyed by the advertised address; it
         // is a new connection, so our own Hello must go out on it.
         let rekeyed = key != *from;
-        if rekeyed {
-            if let Some(old) = self.sessions.map.remove(from) {
-                self.sessions.map.entry(key.clone()).or_insert(old);
-            }
+        if rekeyed && let Some(old) = self.sessions.map.remove(from) {
+            self.sessions.map.entry(key.clone()).or_insert(old);
         }
         let s = self.session(now, &key);
         s.node = Some(h.node);

@@ -12,9 +12,9 @@
 //! Two nodes that agree exchange one small frame each way. Updates always
 //! carry a member's full state (record and complete catalog snapshot), so
 //! a node behind the tombstone floor is repaired too. Pages are bounded in
-//! bytes and in number per exchange; a sync that brought news triggers
-//! another with a random active peer, so a repair spreads at network speed
-//! rather than one interval per hop.
+//! bytes and in number per exchange. News a sync brings is relayed along
+//! the broadcast tree, so a repair spreads at network speed rather than one
+//! interval per hop.
 
 use super::Node;
 use crate::digest::{self, MAX_LEVEL};
@@ -33,8 +33,10 @@ const SUMMARY_THRESHOLD: u32 = 64;
 
 #[derive(Debug, Default)]
 pub(super) struct SyncState {
-    /// Last time a sync was chained after news.
-    last_chain: Option<Time>,
+    /// This node's own tombstones: counter → when written. Collected after
+    /// the reconnect window: a member that still held the removed entry
+    /// after that long has been forgotten meanwhile.
+    pub(super) tombstones: BTreeMap<u64, Time>,
 }
 
 /// Whether a kind belongs to anti-entropy (for byte accounting).
@@ -97,6 +99,30 @@ impl Node {
             let changes = self.catalog.remove_owner(&id);
             let _ = changes; // already unroutable: the member was Dead/Left
             self.overlay.passive.retain(|p| p.id != id);
+        }
+        // Own tombstones older than the window: raise the catalog floor.
+        let expired: Vec<u64> = self
+            .sync
+            .tombstones
+            .iter()
+            .filter(|(_, t)| **t + window <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        if let Some(&last) = expired.last() {
+            for c in &expired {
+                self.sync.tombstones.remove(c);
+            }
+            let floor = self
+                .sync
+                .tombstones
+                .keys()
+                .next()
+                .map_or(last + 1, |c| (*c).min(last + 1));
+            let old = self.leaf(&self.me);
+            if self.catalog.collect_own(self.me, floor) {
+                let new = self.leaf(&self.me);
+                self.digest.update(self.me, old, new);
+            }
         }
     }
 
@@ -222,40 +248,15 @@ impl Node {
     ) {
         let mut news = 0u64;
         for u in updates {
-            // Changes to what we knew are announced to the tree (peers that
-            // lack them graft); members and catalogs merely new to us are
-            // not, or a joiner would echo the whole cluster back.
-            let known = match &u {
-                Update::Member(r) => self.members.contains(&r.id),
-                Update::Catalog(d) => self.catalog.has_owner(&d.owner),
-            };
+            // News is relayed along the tree like a broadcast: the rest of
+            // the cluster may lack it too (a healed partition, a cold start).
+            // A joiner learning the whole cluster has no other peer yet, so
+            // this costs nothing there.
             if let Some(changed) = self.apply_update(now, u) {
                 news += 1;
-                if known {
-                    self.announce(changed, peer);
-                }
+                self.relay(changed, peer);
             }
         }
-        if news == 0 {
-            return;
-        }
         self.metrics.sync_updates_applied += news;
-        let spacing = self.cfg.dissemination.graft_timeout;
-        if self.sync.last_chain.is_some_and(|t| now < t + spacing) {
-            return;
-        }
-        let others: Vec<Addr> = self
-            .overlay
-            .active
-            .iter()
-            .filter(|p| Some(p.id) != peer)
-            .map(|p| p.addr.clone())
-            .collect();
-        if others.is_empty() {
-            return;
-        }
-        self.sync.last_chain = Some(now);
-        let to = others[self.rng.random_range(0..others.len())].clone();
-        self.start_sync(now, &to);
     }
 }

@@ -1,0 +1,1030 @@
+//! The simulator: a virtual clock, an event queue and the network between
+//! [`mpreg_proto::Node`]s. It is a runtime like any other — it drives the
+//! core exactly as the embedding contract says — except that time is
+//! virtual and every random choice comes from one seed.
+
+use crate::net::{Link, LinkModel, NetConfig};
+use bytes::Bytes;
+use mpreg_proto::{
+    Addr, Call, CallError, CallId, Config, Event, FunctionSpec, Identity, Invocation, InvocationId,
+    Node, NodeId, Time, Transmit,
+};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// What a handler does with an invocation: how long it takes and what it
+/// returns.
+pub type Handler = Box<dyn FnMut(usize, &Invocation) -> (Duration, Result<Bytes, String>)>;
+
+/// A misbehaving node's outgoing frames pass through this (for the
+/// security work): return the frames to send instead, each with an extra
+/// delay. Dropping is returning nothing; duplicating, returning a frame
+/// twice; rewriting, returning other bytes; replaying, keeping a frame and
+/// returning it later.
+pub trait Misbehavior {
+    /// Decides what happens to one outgoing frame.
+    fn outgoing(&mut self, now: Time, t: Transmit, rng: &mut dyn Rng) -> Vec<(Duration, Transmit)>;
+}
+
+/// A completed call, as the simulator saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// When it completed.
+    pub at: Time,
+    /// The calling node.
+    pub node: usize,
+    /// Which call.
+    pub call: CallId,
+    /// Its outcome.
+    pub result: Result<Bytes, CallError>,
+}
+
+/// A handler started somewhere.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvocationRecord {
+    /// When.
+    pub at: Time,
+    /// On which node.
+    pub node: usize,
+    /// For which call.
+    pub call: CallId,
+    /// Which function.
+    pub function: String,
+}
+
+/// A membership or catalog event seen by a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// When.
+    pub at: Time,
+    /// The node that saw it.
+    pub observer: usize,
+    /// What.
+    pub event: Event,
+}
+
+/// Everything recorded during a run.
+#[derive(Clone, Debug, Default)]
+pub struct Log {
+    /// Member and function events (not calls or invocations).
+    pub events: Vec<Observed>,
+    /// Completed calls.
+    pub calls: Vec<CallRecord>,
+    /// Started handlers.
+    pub invocations: Vec<InvocationRecord>,
+}
+
+/// Network counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames handed to the network.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Connections dialled.
+    pub dials: u64,
+    /// Connections that broke (stall, kill, failed dial).
+    pub breaks: u64,
+    /// Frames the datagram model dropped.
+    pub dropped: u64,
+}
+
+/// One simulated process.
+pub struct SimNode {
+    node: Option<Node>,
+    addr: Addr,
+    id: NodeId,
+    zone: u16,
+    incarnation: u64,
+    config: Config,
+    seeds: Vec<Addr>,
+    armed: Option<Time>,
+    timer_gen: u64,
+    keep: BTreeSet<u32>,
+    /// Crashed without a trace (host silent) rather than killed.
+    silent: bool,
+}
+
+impl std::fmt::Debug for SimNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimNode")
+            .field("addr", &self.addr)
+            .field("up", &self.node.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Dir {
+    last_delivery: Time,
+    busy_until: Time,
+    /// Frames held back (connecting, or stalled by a partition).
+    held: VecDeque<Bytes>,
+    stalled_since: Option<Time>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    open: bool,
+    epoch: u64,
+    /// `[low → high, high → low]`.
+    dir: [Dir; 2],
+    last_activity: Time,
+}
+
+enum Ev {
+    Deliver {
+        from: u32,
+        to: u32,
+        frame: Bytes,
+        epoch: u64,
+    },
+    Send {
+        from: u32,
+        t: Transmit,
+    },
+    Timer {
+        node: u32,
+        epoch: u64,
+    },
+    ConnReady {
+        pair: (u32, u32),
+        epoch: u64,
+    },
+    DialFailed {
+        pair: (u32, u32),
+        epoch: u64,
+    },
+    StallCheck {
+        pair: (u32, u32),
+        epoch: u64,
+    },
+    InvokeDone {
+        node: u32,
+        incarnation: u64,
+        inv: InvocationId,
+        result: Result<Bytes, String>,
+    },
+    IdleSweep,
+}
+
+struct Item {
+    at: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The simulator.
+pub struct Sim {
+    now: Time,
+    seed: u64,
+    rng: ChaCha8Rng,
+    /// Network settings; change before the run or between phases.
+    pub net: NetConfig,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<Addr, u32>,
+    by_id: HashMap<NodeId, u32>,
+    zone_links: BTreeMap<(u16, u16), Link>,
+    groups: Option<Vec<u16>>,
+    conns: BTreeMap<(u32, u32), Conn>,
+    queue: BinaryHeap<Reverse<Item>>,
+    seq: u64,
+    handler: Handler,
+    misbehavior: BTreeMap<u32, Box<dyn Misbehavior>>,
+    /// What happened (when recording).
+    pub log: Log,
+    /// Whether to record member and function events (off for large runs).
+    pub record_events: bool,
+    /// Network counters.
+    pub stats: NetStats,
+    processed: u64,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now", &self.now)
+            .field("seed", &self.seed)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+fn pair(a: u32, b: u32) -> ((u32, u32), usize) {
+    if a < b { ((a, b), 0) } else { ((b, a), 1) }
+}
+
+/// Derives independent seeds from one.
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Sim {
+    /// A simulator with no nodes; `seed` determines everything.
+    pub fn new(seed: u64) -> Sim {
+        let mut sim = Sim {
+            now: Time::ZERO,
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, u64::MAX)),
+            net: NetConfig::default(),
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            zone_links: BTreeMap::new(),
+            groups: None,
+            conns: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            handler: Box::new(|_, inv| (Duration::ZERO, Ok(inv.args.clone()))),
+            misbehavior: BTreeMap::new(),
+            log: Log::default(),
+            record_events: true,
+            stats: NetStats::default(),
+            processed: 0,
+        };
+        let sweep = sim.net.idle_timeout / 2;
+        sim.schedule(Time::ZERO + sweep, Ev::IdleSweep);
+        sim
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Virtual now.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Events processed so far.
+    pub fn processed(&self) -> u64 {
+        self.processed
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Sets what handlers do (default: echo the arguments at once).
+    pub fn set_handler(&mut self, h: Handler) {
+        self.handler = h;
+    }
+
+    /// Makes a node misbehave.
+    pub fn set_misbehavior(&mut self, node: usize, m: Box<dyn Misbehavior>) {
+        self.misbehavior.insert(node as u32, m);
+    }
+
+    /// Sets the link between two zones (both directions).
+    pub fn set_zone_link(&mut self, a: u16, b: u16, link: Link) {
+        self.zone_links.insert((a.min(b), a.max(b)), link);
+    }
+
+    fn link(&self, a: u32, b: u32) -> &Link {
+        let (za, zb) = (self.nodes[a as usize].zone, self.nodes[b as usize].zone);
+        self.zone_links
+            .get(&(za.min(zb), za.max(zb)))
+            .unwrap_or(&self.net.default_link)
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Item {
+            at: at.max(self.now),
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    // ----- nodes -----------------------------------------------------------
+
+    /// Adds a node in zone 0 (not yet joined to anything).
+    pub fn add_node(&mut self, config: Config) -> usize {
+        self.add_node_in_zone(config, 0)
+    }
+
+    /// Adds a node in a zone (zones select links; see
+    /// [`set_zone_link`](Sim::set_zone_link)).
+    pub fn add_node_in_zone(&mut self, mut config: Config, zone: u16) -> usize {
+        let i = self.nodes.len();
+        let id = NodeId::from_u128(self.rng.random());
+        config.rng_seed = derive_seed(self.seed, i as u64);
+        let addr = Addr::new(format!("sim://{i}"));
+        let node = Node::new(
+            config.clone(),
+            Identity {
+                id,
+                addr: addr.clone(),
+                incarnation: 1,
+            },
+            self.now,
+        )
+        .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
+        self.by_addr.insert(addr.clone(), i as u32);
+        self.by_id.insert(id, i as u32);
+        self.nodes.push(SimNode {
+            node: Some(node),
+            addr,
+            id,
+            zone,
+            incarnation: 1,
+            config,
+            seeds: Vec::new(),
+            armed: None,
+            timer_gen: 0,
+            keep: BTreeSet::new(),
+            silent: false,
+        });
+        self.drain(i as u32);
+        i
+    }
+
+    /// The node, unless it is crashed.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i).and_then(|n| n.node.as_ref())
+    }
+
+    /// Whether the node is running.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.node(i).is_some()
+    }
+
+    /// The node's id (stable across restarts).
+    pub fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].id
+    }
+
+    /// The node's address.
+    pub fn addr(&self, i: usize) -> &Addr {
+        &self.nodes[i].addr
+    }
+
+    /// The index of a node id.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.by_id.get(id).map(|i| *i as usize)
+    }
+
+    /// Indices of running nodes.
+    pub fn up_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.is_up(*i)).collect()
+    }
+
+    /// Runs `f` on a running node now, then routes what it produced.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Time) -> R) -> Option<R> {
+        let now = self.now;
+        let r = f(self.nodes.get_mut(i)?.node.as_mut()?, now);
+        self.drain(i as u32);
+        Some(r)
+    }
+
+    /// Joins node `i` through the given seed nodes.
+    pub fn join(&mut self, i: usize, seeds: &[usize]) {
+        let addrs: Vec<Addr> = seeds.iter().map(|s| self.nodes[*s].addr.clone()).collect();
+        self.nodes[i].seeds = addrs.clone();
+        self.with_node(i, |n, now| n.join(now, addrs));
+    }
+
+    /// Registers a function on node `i`.
+    pub fn register(&mut self, i: usize, spec: FunctionSpec) {
+        self.with_node(i, |n, now| n.register(now, spec))
+            .transpose()
+            .unwrap_or_else(|e| panic!("register on node {i}: {e}"));
+    }
+
+    /// Starts a call on node `i`.
+    pub fn call(&mut self, i: usize, call: Call) -> Result<CallId, CallError> {
+        self.with_node(i, |n, now| n.call(now, call))
+            .unwrap_or(Err(CallError::Rejected("node is down".into())))
+    }
+
+    /// Node `i` leaves gracefully (it keeps running to deliver its goodbye,
+    /// then stops when [`crash`](Sim::crash)ed or left alone).
+    pub fn leave(&mut self, i: usize) {
+        self.with_node(i, |n, now| n.leave(now));
+    }
+
+    /// Node `i` stops silently: its host answers nothing, connections to it
+    /// stall, dials time out.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].node = None;
+        self.nodes[i].silent = true;
+        self.nodes[i].keep.clear();
+    }
+
+    /// Node `i`'s process is killed: its host resets every connection at
+    /// once and refuses new ones.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].node = None;
+        self.nodes[i].silent = false;
+        self.nodes[i].keep.clear();
+        let me = i as u32;
+        let pairs: Vec<(u32, u32)> = self
+            .conns
+            .keys()
+            .filter(|(a, b)| *a == me || *b == me)
+            .copied()
+            .collect();
+        for p in pairs {
+            self.break_conn(p);
+        }
+    }
+
+    /// Restarts a crashed node with a new incarnation (and the same id),
+    /// optionally at a new address, rejoining its seeds.
+    pub fn restart(&mut self, i: usize, new_addr: bool) {
+        let n = &mut self.nodes[i];
+        n.incarnation += 1;
+        if new_addr {
+            let addr = Addr::new(format!("sim://{i}.{}", n.incarnation));
+            self.by_addr.insert(addr.clone(), i as u32);
+            n.addr = addr;
+        }
+        let mut config = n.config.clone();
+        config.rng_seed = derive_seed(self.seed, (i as u64) << 20 | n.incarnation);
+        let node = Node::new(
+            config,
+            Identity {
+                id: n.id,
+                addr: n.addr.clone(),
+                incarnation: n.incarnation,
+            },
+            self.now,
+        )
+        .unwrap_or_else(|e| panic!("invalid simulation config: {e}"));
+        n.node = Some(node);
+        n.silent = false;
+        let seeds = n.seeds.clone();
+        self.drain(i as u32);
+        if !seeds.is_empty() {
+            self.with_node(i, |n, now| n.join(now, seeds));
+        }
+    }
+
+    /// Splits the network: nodes in different groups cannot reach each
+    /// other. Nodes not listed form one more group.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let mut g = vec![u16::MAX; self.nodes.len()];
+        for (gi, members) in groups.iter().enumerate() {
+            for m in *members {
+                g[*m] = gi as u16;
+            }
+        }
+        self.groups = Some(g);
+    }
+
+    /// Ends the partition: stalled connections resume in order.
+    pub fn heal(&mut self) {
+        self.groups = None;
+        let stalled: Vec<((u32, u32), usize)> = self
+            .conns
+            .iter()
+            .flat_map(|(p, c)| {
+                (0..2)
+                    .filter(move |d| c.open && !c.dir[*d].held.is_empty())
+                    .map(move |d| (*p, d))
+            })
+            .collect();
+        for (p, d) in stalled {
+            self.flush_held(p, d);
+        }
+    }
+
+    fn reachable(&self, a: u32, b: u32) -> bool {
+        match &self.groups {
+            None => true,
+            Some(g) => {
+                let ga = g.get(a as usize).copied().unwrap_or(u16::MAX);
+                let gb = g.get(b as usize).copied().unwrap_or(u16::MAX);
+                ga == gb
+            }
+        }
+    }
+
+    /// Connections of a node that neither end keeps for its active view.
+    pub fn transient_connections(&self, i: usize) -> usize {
+        let me = i as u32;
+        self.conns
+            .keys()
+            .filter(|(a, b)| *a == me || *b == me)
+            .filter(|(a, b)| {
+                !self.nodes[*a as usize].keep.contains(b)
+                    && !self.nodes[*b as usize].keep.contains(a)
+            })
+            .count()
+    }
+
+    /// Open connections of a node (dialling ones included).
+    pub fn connections(&self, i: usize) -> usize {
+        let me = i as u32;
+        self.conns
+            .keys()
+            .filter(|(a, b)| *a == me || *b == me)
+            .count()
+    }
+
+    // ----- running -----------------------------------------------------------
+
+    /// Processes events up to and including `t`; the clock ends at `t`.
+    pub fn run_until(&mut self, t: Time) {
+        while let Some(Reverse(item)) = self.queue.peek() {
+            if item.at > t {
+                break;
+            }
+            let Some(Reverse(item)) = self.queue.pop() else {
+                break;
+            };
+            self.now = item.at;
+            self.processed += 1;
+            self.process(item.ev);
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// Runs for a virtual duration.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// Runs until `pred` holds (checked every `step`) or `deadline`;
+    /// returns when it first held.
+    pub fn run_until_true(
+        &mut self,
+        deadline: Time,
+        step: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Option<Time> {
+        loop {
+            if pred(self) {
+                return Some(self.now);
+            }
+            if self.now >= deadline {
+                return None;
+            }
+            let t = (self.now + step).min(deadline);
+            self.run_until(t);
+        }
+    }
+
+    fn process(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                from,
+                to,
+                frame,
+                epoch,
+            } => self.deliver(from, to, frame, epoch),
+            Ev::Send { from, t } => self.route(from, t),
+            Ev::Timer { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.timer_gen != epoch {
+                    return;
+                }
+                n.armed = None;
+                let now = self.now;
+                if let Some(core) = n.node.as_mut() {
+                    core.handle_timeout(now);
+                    self.drain(node);
+                }
+            }
+            Ev::ConnReady { pair, epoch } => self.conn_ready(pair, epoch),
+            Ev::DialFailed { pair, epoch } => {
+                if self
+                    .conns
+                    .get(&pair)
+                    .is_some_and(|c| c.epoch == epoch && !c.open)
+                {
+                    self.break_conn(pair);
+                }
+            }
+            Ev::StallCheck { pair, epoch } => self.stall_check(pair, epoch),
+            Ev::InvokeDone {
+                node,
+                incarnation,
+                inv,
+                result,
+            } => {
+                let n = &self.nodes[node as usize];
+                if n.incarnation == incarnation && n.node.is_some() {
+                    self.with_node(node as usize, |n, now| {
+                        let _ = n.complete_invocation(now, inv, result);
+                    });
+                }
+            }
+            Ev::IdleSweep => self.idle_sweep(),
+        }
+    }
+
+    /// Routes a node's outputs and re-arms its timer.
+    fn drain(&mut self, i: u32) {
+        let idx = i as usize;
+        loop {
+            let Some(core) = self.nodes[idx].node.as_mut() else {
+                return;
+            };
+            if let Some(t) = core.poll_transmit() {
+                self.send(i, t);
+                continue;
+            }
+            if let Some(e) = core.poll_event() {
+                self.on_event(i, e);
+                continue;
+            }
+            break;
+        }
+        let next = self.nodes[idx].node.as_ref().and_then(|n| n.poll_timeout());
+        let n = &mut self.nodes[idx];
+        if next.is_some() && next != n.armed {
+            n.timer_gen += 1;
+            n.armed = next;
+            let epoch = n.timer_gen;
+            if let Some(t) = next {
+                self.schedule(t, Ev::Timer { node: i, epoch });
+            }
+        }
+    }
+
+    fn on_event(&mut self, i: u32, e: Event) {
+        let now = self.now;
+        match e {
+            Event::Invoke(inv) => {
+                self.log.invocations.push(InvocationRecord {
+                    at: now,
+                    node: i as usize,
+                    call: inv.call,
+                    function: inv.function.to_string(),
+                });
+
+                let (latency, result) = (self.handler)(i as usize, &inv);
+                let incarnation = self.nodes[i as usize].incarnation;
+                self.schedule(
+                    now + latency,
+                    Ev::InvokeDone {
+                        node: i,
+                        incarnation,
+                        inv: inv.id,
+                        result,
+                    },
+                );
+            }
+            Event::CallDone { call, result } => self.log.calls.push(CallRecord {
+                at: now,
+                node: i as usize,
+                call,
+                result,
+            }),
+            Event::Connect(addr) => {
+                if let Some(j) = self.by_addr.get(&addr).copied() {
+                    self.nodes[i as usize].keep.insert(j);
+                }
+            }
+            Event::Disconnect(addr) => {
+                if let Some(j) = self.by_addr.get(&addr).copied() {
+                    self.nodes[i as usize].keep.remove(&j);
+                }
+            }
+            Event::InvocationCancelled(_) | Event::LimitHit(_) => {}
+            other => {
+                if self.record_events {
+                    self.log.events.push(Observed {
+                        at: now,
+                        observer: i as usize,
+                        event: other,
+                    });
+                }
+            }
+        }
+    }
+
+    // ----- the network -------------------------------------------------------
+
+    fn send(&mut self, from: u32, t: Transmit) {
+        if let Some(m) = self.misbehavior.get_mut(&from) {
+            let out = m.outgoing(self.now, t, &mut self.rng);
+            for (delay, t) in out {
+                if delay.is_zero() {
+                    self.route(from, t);
+                } else {
+                    let at = self.now + delay;
+                    self.schedule(at, Ev::Send { from, t });
+                }
+            }
+            return;
+        }
+        self.route(from, t);
+    }
+
+    fn route(&mut self, from: u32, t: Transmit) {
+        if self.nodes[from as usize].node.is_none() {
+            return;
+        }
+        self.stats.frames += 1;
+        self.stats.bytes += t.frame.len() as u64;
+        let Some(to) = self.by_addr.get(&t.to).copied() else {
+            self.unknown_addr(from, t.to);
+            return;
+        };
+        if to == from {
+            return;
+        }
+        match self.net.model {
+            LinkModel::Datagram => self.send_datagram(from, to, t.frame),
+            LinkModel::Stream => self.send_stream(from, to, t.frame),
+        }
+    }
+
+    fn unknown_addr(&mut self, from: u32, addr: Addr) {
+        // Nobody listens there: the dial times out.
+        if self.net.model == LinkModel::Stream {
+            let at = self.now + self.net.connect_timeout;
+            let _ = at;
+            let now = self.now;
+            if let Some(n) = self.nodes[from as usize].node.as_mut() {
+                n.handle_unreachable(now, &addr);
+            }
+            self.drain(from);
+        }
+    }
+
+    fn send_datagram(&mut self, from: u32, to: u32, frame: Bytes) {
+        let link = self.link(from, to).clone();
+        let up = self.nodes[to as usize].node.is_some();
+        if !self.reachable(from, to)
+            || !up
+            || (link.loss > 0.0 && self.rng.random_bool(link.loss.min(1.0)))
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        let at = self.now + link.latency + self.jitter(&link);
+        self.schedule(
+            at,
+            Ev::Deliver {
+                from,
+                to,
+                frame,
+                epoch: u64::MAX,
+            },
+        );
+    }
+
+    fn jitter(&mut self, link: &Link) -> Duration {
+        if link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            let us = self.rng.random_range(0..=link.jitter.as_micros() as u64);
+            Duration::from_micros(us)
+        }
+    }
+
+    fn send_stream(&mut self, from: u32, to: u32, frame: Bytes) {
+        let (p, d) = pair(from, to);
+        if !self.conns.contains_key(&p) {
+            self.dial(from, to);
+        }
+        let blocked = !self.reachable(from, to) || self.nodes[to as usize].node.is_none();
+        let Some(c) = self.conns.get_mut(&p) else {
+            return;
+        };
+        c.last_activity = self.now;
+        if !c.open || !c.dir[d].held.is_empty() || blocked {
+            c.dir[d].held.push_back(frame);
+            if c.open {
+                self.maybe_stall(p, d);
+            }
+            return;
+        }
+        self.transmit(p, d, frame);
+    }
+
+    /// Puts one frame on an open connection's wire.
+    fn transmit(&mut self, p: (u32, u32), d: usize, frame: Bytes) {
+        let (from, to) = if d == 0 { p } else { (p.1, p.0) };
+        let link = self.link(from, to).clone();
+        let jitter = self.jitter(&link);
+        let mut rto = self.net.min_rto.max(link.latency * 4);
+        let mut extra = Duration::ZERO;
+        if link.loss > 0.0 {
+            while self.rng.random_bool(link.loss.min(0.99)) {
+                extra += rto;
+                rto *= 2;
+            }
+        }
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&p) else {
+            return;
+        };
+        let dir = &mut c.dir[d];
+        let mut at = now;
+        if let Some(bw) = link.bandwidth.filter(|b| *b > 0) {
+            let tx = Duration::from_secs_f64(frame.len() as f64 / bw as f64);
+            dir.busy_until = dir.busy_until.max(now) + tx;
+            at = dir.busy_until;
+        }
+        at = (at + link.latency + jitter + extra).max(dir.last_delivery);
+        dir.last_delivery = at;
+        let epoch = c.epoch;
+        self.schedule(
+            at,
+            Ev::Deliver {
+                from,
+                to,
+                frame,
+                epoch,
+            },
+        );
+    }
+
+    fn dial(&mut self, from: u32, to: u32) {
+        let (p, _) = pair(from, to);
+        self.stats.dials += 1;
+        let epoch = self.seq;
+        self.conns.insert(
+            p,
+            Conn {
+                open: false,
+                epoch,
+                dir: [Dir::default(), Dir::default()],
+                last_activity: self.now,
+            },
+        );
+        let link = self.link(from, to).clone();
+        let rtt = link.latency * 2;
+        let target = &self.nodes[to as usize];
+        let at = if !self.reachable(from, to) || (target.node.is_none() && target.silent) {
+            self.schedule(
+                self.now + self.net.connect_timeout,
+                Ev::DialFailed { pair: p, epoch },
+            );
+            return;
+        } else if target.node.is_none() {
+            // Host up, process gone: refused after one round trip.
+            self.schedule(self.now + rtt, Ev::DialFailed { pair: p, epoch });
+            return;
+        } else {
+            self.now + rtt * self.net.handshake_rtts
+        };
+        self.schedule(at, Ev::ConnReady { pair: p, epoch });
+    }
+
+    fn conn_ready(&mut self, p: (u32, u32), epoch: u64) {
+        let Some(c) = self.conns.get_mut(&p) else {
+            return;
+        };
+        if c.epoch != epoch || c.open {
+            return;
+        }
+        c.open = true;
+        let now = self.now;
+        for end in [p.0, p.1] {
+            let other = if end == p.0 { p.1 } else { p.0 };
+            let addr = self.nodes[other as usize].addr.clone();
+            if let Some(n) = self.nodes[end as usize].node.as_mut() {
+                n.handle_connected(now, &addr);
+            }
+        }
+        self.flush_held(p, 0);
+        self.flush_held(p, 1);
+        self.drain(p.0);
+        self.drain(p.1);
+    }
+
+    fn flush_held(&mut self, p: (u32, u32), d: usize) {
+        let (from, to) = if d == 0 { p } else { (p.1, p.0) };
+        if !self.reachable(from, to) || self.nodes[to as usize].node.is_none() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&p) else {
+            return;
+        };
+        let held = std::mem::take(&mut c.dir[d].held);
+        c.dir[d].stalled_since = None;
+        for f in held {
+            self.transmit(p, d, f);
+        }
+    }
+
+    fn maybe_stall(&mut self, p: (u32, u32), d: usize) {
+        let now = self.now;
+        let timeout = self.net.stall_timeout;
+        let Some(c) = self.conns.get_mut(&p) else {
+            return;
+        };
+        if c.dir[d].stalled_since.is_none() {
+            c.dir[d].stalled_since = Some(now);
+            let epoch = c.epoch;
+            self.schedule(now + timeout, Ev::StallCheck { pair: p, epoch });
+        }
+    }
+
+    fn stall_check(&mut self, p: (u32, u32), epoch: u64) {
+        let now = self.now;
+        let timeout = self.net.stall_timeout;
+        let Some(c) = self.conns.get(&p) else { return };
+        if c.epoch != epoch {
+            return;
+        }
+        let stuck = c
+            .dir
+            .iter()
+            .any(|d| d.stalled_since.is_some_and(|t| t + timeout <= now) && !d.held.is_empty());
+        if stuck {
+            self.break_conn(p);
+        } else if let Some(t) = c.dir.iter().filter_map(|d| d.stalled_since).min() {
+            self.schedule(t + timeout, Ev::StallCheck { pair: p, epoch });
+        }
+    }
+
+    /// The connection breaks: queued and in-flight frames are lost and both
+    /// running ends are told.
+    fn break_conn(&mut self, p: (u32, u32)) {
+        if self.conns.remove(&p).is_none() {
+            return;
+        }
+        self.stats.breaks += 1;
+        let now = self.now;
+        for (end, other) in [(p.0, p.1), (p.1, p.0)] {
+            let addr = self.nodes[other as usize].addr.clone();
+            if let Some(n) = self.nodes[end as usize].node.as_mut() {
+                n.handle_unreachable(now, &addr);
+                self.drain(end);
+            }
+        }
+    }
+
+    /// Closes connections neither end keeps once they have been idle.
+    fn idle_sweep(&mut self) {
+        let now = self.now;
+        let idle = self.net.idle_timeout;
+        let close: Vec<(u32, u32)> = self
+            .conns
+            .iter()
+            .filter(|(p, c)| {
+                c.open
+                    && c.last_activity + idle <= now
+                    && c.dir
+                        .iter()
+                        .all(|d| d.held.is_empty() && d.last_delivery <= now)
+                    && !self.nodes[p.0 as usize].keep.contains(&p.1)
+                    && !self.nodes[p.1 as usize].keep.contains(&p.0)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in close {
+            self.conns.remove(&p);
+            for (end, other) in [(p.0, p.1), (p.1, p.0)] {
+                let addr = self.nodes[other as usize].addr.clone();
+                if let Some(n) = self.nodes[end as usize].node.as_mut() {
+                    n.handle_closed(now, &addr);
+                }
+            }
+        }
+        self.schedule(now + idle / 2, Ev::IdleSweep);
+    }
+
+    fn deliver(&mut self, from: u32, to: u32, frame: Bytes, epoch: u64) {
+        if epoch != u64::MAX {
+            let (p, _) = pair(from, to);
+            match self.conns.get_mut(&p) {
+                Some(c) if c.epoch == epoch => c.last_activity = self.now,
+                _ => return,
+            }
+        }
+        let now = self.now;
+        let from_addr = self.nodes[from as usize].addr.clone();
+        if let Some(n) = self.nodes[to as usize].node.as_mut() {
+            let _ = n.handle_frame(now, &from_addr, &frame);
+            self.drain(to);
+        }
+    }
+}
