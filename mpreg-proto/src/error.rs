@@ -91,8 +91,8 @@ pub enum RegisterError {
     /// The per-node function limit is reached.
     #[error("function limit of {0} reached")]
     Limit(usize),
-    /// The node has left the cluster.
-    #[error("the node has left")]
+    /// The node is draining or has left the cluster.
+    #[error("the node is leaving or has left")]
     Left,
 }
 

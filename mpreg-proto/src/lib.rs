@@ -112,6 +112,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod client;
 pub mod config;
 mod digest;
 pub mod error;
@@ -126,6 +127,7 @@ mod timers;
 pub mod wire;
 
 pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet};
+pub use client::{ClientConn, ClientEvent};
 pub use config::{
     CallConfig, Config, ConfigError, DisseminationConfig, Limits, MembershipConfig, OverlayConfig,
 };

@@ -44,9 +44,14 @@ pub const FLAG_AUTHENTICATED: u8 = 0b1;
 /// Flag bits this build understands.
 const KNOWN_FLAGS: u8 = 0;
 
-/// The 32-bit tag of a cluster id carried in every frame header.
+/// The cluster tag a client that does not know the cluster id sends;
+/// nodes accept it on client messages only.
+pub const ANY_CLUSTER: u32 = 0;
+
+/// The 32-bit tag of a cluster id carried in every frame header (never
+/// [`ANY_CLUSTER`]).
 pub fn cluster_tag(cluster_id: &str) -> u32 {
-    xxhash_rust::xxh3::xxh3_64(cluster_id.as_bytes()) as u32
+    (xxhash_rust::xxh3::xxh3_64(cluster_id.as_bytes()) as u32).max(1)
 }
 
 /// A 64-bit hash, fixed 8 bytes on the wire.

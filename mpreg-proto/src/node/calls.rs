@@ -559,6 +559,9 @@ impl Node {
         }
         let refuse = if self.status == Status::Left {
             Some(CallError::Rejected("the node has left".into()))
+        } else if self.status == Status::Draining {
+            // Not run here: the caller may go elsewhere.
+            Some(CallError::Overloaded)
         } else if self.calls.running >= self.cfg.limits.max_invocations {
             self.limit_hit(Limit::Invocations);
             Some(CallError::Overloaded)

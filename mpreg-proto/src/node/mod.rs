@@ -73,6 +73,8 @@ pub struct PeerHello {
 pub enum Status {
     /// A member (possibly alone, waiting for others or seeds).
     Active,
+    /// Leaving soon: its functions are withdrawn and it takes no new calls.
+    Draining,
     /// Has left: answers nothing, sends nothing new.
     Left,
 }
@@ -321,11 +323,7 @@ impl Node {
         if !self.sessions.admit(now, from, &self.cfg.limits) {
             return Err(self.reject(RejectReason::RateLimited, FrameError::RateLimited));
         }
-        let (_, msg) = match wire::decode(
-            frame,
-            self.cfg.limits.max_frame_size,
-            Some(self.cluster_tag),
-        ) {
+        let (header, msg) = match wire::decode(frame, self.cfg.limits.max_frame_size, None) {
             Ok(m) => m,
             Err(e) => {
                 let reason = reject_reason(&e);
@@ -333,6 +331,20 @@ impl Node {
             }
         };
         let kind = msg.kind();
+        // Clients may not know the cluster id: they send the wildcard tag,
+        // accepted for client messages only.
+        let wildcard = header.cluster == wire::ANY_CLUSTER && calls::client_may_send(kind);
+        if header.cluster != self.cluster_tag && !wildcard {
+            let e = DecodeError::WrongCluster(header.cluster);
+            return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
+        }
+        if let Message::Hello(h) = &msg
+            && header.cluster != self.cluster_tag
+            && h.role != Role::Client
+        {
+            let e = DecodeError::WrongCluster(header.cluster);
+            return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
+        }
         let role = self.sessions.role(from);
         if role == Some(Role::Client) && !calls::client_may_send(kind) {
             return Err(self.reject(RejectReason::NotAllowed, FrameError::NotAllowed(kind)));
@@ -486,10 +498,32 @@ impl Node {
         }
     }
 
+    /// Starts a graceful shutdown: every function of this node is withdrawn
+    /// from the catalog (so callers route elsewhere) and new calls arriving
+    /// here are answered `Overloaded` (the handler did not run, so any
+    /// caller may retry elsewhere). Calls already running finish normally;
+    /// wait for [`running_invocations`](Node::running_invocations) to reach
+    /// zero (or a grace period), then [`leave`](Node::leave).
+    pub fn drain(&mut self, now: Time) {
+        if self.status != Status::Active {
+            return;
+        }
+        self.status = Status::Draining;
+        let own: Vec<(compact_str::CompactString, semver::Version)> = self
+            .catalog
+            .entries_of(&self.me)
+            .map(|(n, v, _)| (n.into(), v.clone()))
+            .collect();
+        for (name, version) in own {
+            self.write_own_catalog(now, name, version, None);
+        }
+        self.flush(now);
+    }
+
     /// Registers (or updates) a function on this node and broadcasts it.
     pub fn register(&mut self, now: Time, spec: FunctionSpec) -> Result<(), RegisterError> {
         spec.validate()?;
-        if self.status == Status::Left {
+        if self.status != Status::Active {
             return Err(RegisterError::Left);
         }
         let own = self.catalog.entries_of(&self.me).count();

@@ -1,0 +1,186 @@
+//! A client connection: not a cluster member. It calls functions and reads
+//! views through one node, which routes its calls. Sans-IO like the rest:
+//! it builds frames and reads them; the runtime carries them.
+//!
+//! A client that does not know the cluster id sends the wildcard tag
+//! ([`ANY_CLUSTER`](crate::wire::ANY_CLUSTER)), which nodes accept on client
+//! messages only.
+
+use crate::error::CallError;
+use crate::id::{Addr, NodeId};
+use crate::node::Call;
+use crate::wire::{self, ClientCall, DecodeError, Hello, Message, Query, QueryAnswer, Role};
+use bytes::Bytes;
+
+/// What a node sent to a client.
+#[derive(Clone, PartialEq, Debug)]
+pub enum ClientEvent {
+    /// The node's `Hello`: who serves this connection.
+    Hello {
+        /// The node.
+        node: NodeId,
+        /// Its cluster id.
+        cluster_id: String,
+    },
+    /// The outcome of a call.
+    Reply {
+        /// The token [`ClientConn::call`] returned.
+        token: u64,
+        /// The outcome.
+        result: Result<Bytes, CallError>,
+    },
+    /// A view.
+    Answer {
+        /// The token [`ClientConn::query`] returned.
+        token: u64,
+        /// The view.
+        answer: QueryAnswer,
+    },
+}
+
+/// One client connection's protocol state.
+#[derive(Debug)]
+pub struct ClientConn {
+    cluster: u32,
+    next_token: u64,
+    max_frame: usize,
+}
+
+impl ClientConn {
+    /// A client of `cluster_id`, or of whatever cluster the node is in.
+    pub fn new(cluster_id: Option<&str>, max_frame: usize) -> ClientConn {
+        ClientConn {
+            cluster: cluster_id.map_or(wire::ANY_CLUSTER, wire::cluster_tag),
+            next_token: 0,
+            max_frame,
+        }
+    }
+
+    /// The first frame on the connection.
+    pub fn hello(&self) -> Vec<u8> {
+        let h = Hello {
+            node: NodeId::default(),
+            incarnation: 0,
+            addr: Addr::default(),
+            min_version: wire::MIN_PROTOCOL_VERSION,
+            max_version: wire::PROTOCOL_VERSION,
+            cluster_id: Default::default(),
+            role: Role::Client,
+        };
+        wire::encode(&Message::Hello(h), wire::MIN_PROTOCOL_VERSION, self.cluster)
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// A call frame and the token its reply will carry.
+    pub fn call(&mut self, call: &Call) -> (u64, Vec<u8>) {
+        let token = self.token();
+        let msg = Message::ClientCall(ClientCall {
+            token,
+            function: call.function.clone(),
+            version_req: call.version_req.clone(),
+            locs: call.locs.clone(),
+            args: call.args.clone(),
+            budget_us: call.timeout.map_or(0, |t| t.as_micros() as u64),
+        });
+        (
+            token,
+            wire::encode(&msg, wire::MIN_PROTOCOL_VERSION, self.cluster),
+        )
+    }
+
+    /// A query frame and its token.
+    pub fn query(&mut self, q: Query) -> (u64, Vec<u8>) {
+        let token = self.token();
+        let msg = Message::ClientQuery((token, q));
+        (
+            token,
+            wire::encode(&msg, wire::MIN_PROTOCOL_VERSION, self.cluster),
+        )
+    }
+
+    /// Reads a frame from the node; `Ok(None)` for messages a client
+    /// ignores.
+    pub fn handle_frame(&mut self, frame: &[u8]) -> Result<Option<ClientEvent>, DecodeError> {
+        let (_, msg) = wire::decode(frame, self.max_frame, None)?;
+        Ok(match msg {
+            Message::Hello(h) => Some(ClientEvent::Hello {
+                node: h.node,
+                cluster_id: h.cluster_id.to_string(),
+            }),
+            Message::ClientReply(r) => Some(ClientEvent::Reply {
+                token: r.token,
+                result: r.result,
+            }),
+            Message::ClientAnswer((token, answer)) => Some(ClientEvent::Answer { token, answer }),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Event, FunctionSpec, Identity, Node, Time};
+
+    #[test]
+    fn a_client_calls_through_a_node_without_knowing_the_cluster() {
+        let mut node = Node::new(
+            Config {
+                cluster_id: "prod".into(),
+                ..Config::default()
+            },
+            Identity {
+                id: NodeId::from_u128(1),
+                addr: Addr::new("ws://n1"),
+                incarnation: 1,
+            },
+            Time::ZERO,
+        )
+        .unwrap();
+        node.register(Time::ZERO, FunctionSpec::new("echo"))
+            .unwrap();
+        let mut c = ClientConn::new(None, 1 << 20);
+        let conn = Addr::new("ws://client#1");
+        let now = Time::from_millis(1);
+        let hello = node
+            .handle_frame(now, &conn, &c.hello())
+            .unwrap()
+            .hello
+            .unwrap();
+        assert_eq!(hello.role, Role::Client);
+        assert_eq!(hello.addr, conn, "clients stay keyed by their connection");
+        let (token, frame) = c.call(&Call::new("echo").args("hi"));
+        let _ = node.handle_frame(now, &conn, &frame).unwrap();
+        let inv = std::iter::from_fn(|| node.poll_event())
+            .find_map(|e| match e {
+                Event::Invoke(i) => Some(i),
+                _ => None,
+            })
+            .unwrap();
+        node.complete_invocation(now, inv.id, Ok(inv.args)).unwrap();
+        let mut got = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            assert_eq!(t.to, conn);
+            got.extend(c.handle_frame(&t.frame).unwrap());
+        }
+        assert!(got.contains(&ClientEvent::Reply {
+            token,
+            result: Ok(Bytes::from("hi"))
+        }));
+        // Member-only messages from a client are refused.
+        let gossip = wire::encode(&Message::Prune, 1, wire::ANY_CLUSTER);
+        assert!(node.handle_frame(now, &conn, &gossip).is_err());
+        let (_, q) = c.query(Query::Members);
+        let _ = node.handle_frame(now, &conn, &q).unwrap();
+        let answer = std::iter::from_fn(|| node.poll_transmit())
+            .find_map(|t| c.handle_frame(&t.frame).unwrap())
+            .unwrap();
+        assert!(
+            matches!(answer, ClientEvent::Answer { answer: QueryAnswer::Members(m), .. } if m.len() == 1)
+        );
+    }
+}
