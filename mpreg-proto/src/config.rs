@@ -97,18 +97,22 @@ pub struct OverlayConfig {
     /// Where on the walk the joiner is added to passive views (PRWL).
     /// Default 2.
     pub passive_walk_ttl: u8,
-    /// Period of passive-view shuffles and view repair. Default 10 s.
+    /// Period of passive-view shuffles. Default 30 s.
     pub shuffle_period: Duration,
-    /// Peers exchanged per shuffle. Default 8.
+    /// Peers exchanged per shuffle. Default 4.
     pub shuffle_size: usize,
 }
 
 /// Plumtree broadcast and anti-entropy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DisseminationConfig {
-    /// How long a node waits after an "I have" for the eager copy before
-    /// grafting the announcer into the tree. Default 100 ms.
+    /// Longest a node waits after an "I have" for the eager copy before
+    /// grafting the announcer into the tree; the wait is three round trips
+    /// to the announcer within `[graft_timeout_min, graft_timeout]`.
+    /// Default 100 ms.
     pub graft_timeout: Duration,
+    /// Shortest graft wait. Default 5 ms.
+    pub graft_timeout_min: Duration,
     /// Anti-entropy interval for clusters up to 32 nodes; it grows with
     /// `1 + log₂(N / 32)` above that so bytes per node stay flat.
     /// Default 2 s.
@@ -208,8 +212,8 @@ impl Default for OverlayConfig {
             passive_view_size: 32,
             join_walk_ttl: 5,
             passive_walk_ttl: 2,
-            shuffle_period: Duration::from_secs(10),
-            shuffle_size: 8,
+            shuffle_period: Duration::from_secs(30),
+            shuffle_size: 4,
         }
     }
 }
@@ -218,6 +222,7 @@ impl Default for DisseminationConfig {
     fn default() -> Self {
         DisseminationConfig {
             graft_timeout: Duration::from_millis(100),
+            graft_timeout_min: Duration::from_millis(5),
             sync_interval: Duration::from_secs(2),
             sync_page_bytes: 64 * 1024,
             sync_pages_per_exchange: 16,
@@ -325,6 +330,12 @@ impl Config {
             m.probe_timeout_max,
             "membership.probe_period",
             m.probe_period,
+        )?;
+        order(
+            "dissemination.graft_timeout_min",
+            self.dissemination.graft_timeout_min,
+            "dissemination.graft_timeout",
+            self.dissemination.graft_timeout,
         )?;
         order(
             "calls.default_timeout",

@@ -26,7 +26,9 @@
 
 #![warn(missing_docs)]
 
+pub mod anchors;
 pub mod net;
+pub mod scenario;
 mod sim;
 
 pub use net::{Link, LinkModel, NetConfig};

@@ -13,6 +13,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 /// What a handler does with an invocation: how long it takes and what it
@@ -90,6 +91,10 @@ pub struct NetStats {
     pub breaks: u64,
     /// Frames the datagram model dropped.
     pub dropped: u64,
+    /// A hash of every frame handed to the network, in order, with its
+    /// time, sender and destination: equal for two runs exactly when they
+    /// transmitted the same bytes in the same order (up to collisions).
+    pub trace: u64,
 }
 
 /// One simulated process.
@@ -750,6 +755,16 @@ impl Sim {
         }
         self.stats.frames += 1;
         self.stats.bytes += t.frame.len() as u64;
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            self.stats.trace,
+            self.now,
+            from,
+            t.to.as_str(),
+            &t.frame[..],
+        )
+            .hash(&mut h);
+        self.stats.trace = h.finish();
         let Some(to) = self.by_addr.get(&t.to).copied() else {
             self.unknown_addr(from, t.to);
             return;

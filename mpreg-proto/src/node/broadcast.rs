@@ -113,6 +113,22 @@ impl Node {
         });
     }
 
+    /// How long to wait for the eager copy of an update `announcer`
+    /// announced before grafting it: a few round trips to the announcer
+    /// (the eager copy is usually a hop or two behind the announcement),
+    /// within `[graft_timeout_min, graft_timeout]`.
+    fn graft_wait(&self, announcer: NodeId) -> std::time::Duration {
+        let d = &self.cfg.dissemination;
+        self.overlay
+            .active
+            .iter()
+            .find(|p| p.id == announcer)
+            .and_then(|p| p.rtt.estimate())
+            .map_or(d.graft_timeout, |rtt| {
+                (rtt * 3).clamp(d.graft_timeout_min, d.graft_timeout)
+            })
+    }
+
     /// Whether this node's state already includes an update.
     pub(super) fn have(&self, id: &UpdateId) -> bool {
         match id {
@@ -280,8 +296,23 @@ impl Node {
         let Some(peer) = peer else {
             return;
         };
-        let deadline = now + self.cfg.dissemination.graft_timeout;
+        let deadline = now + self.graft_wait(peer);
         for id in ids {
+            if let UpdateId::Member {
+                id: who,
+                incarnation,
+                state,
+            } = id
+                && who == self.me
+                && state != crate::members::MemberState::Alive
+            {
+                // An accusation of this node: the announcement says enough
+                // to refute it; no need to fetch it.
+                let mut rec = self.own_record(state);
+                rec.incarnation = incarnation;
+                self.on_self_record(now, &rec);
+                continue;
+            }
             if self.have(&id) {
                 continue;
             }
@@ -307,7 +338,6 @@ impl Node {
     }
 
     pub(super) fn on_graft_timer(&mut self, now: Time) {
-        let retry = now + self.cfg.dissemination.graft_timeout;
         let due: Vec<UpdateId> = self
             .plumtree
             .missing
@@ -332,10 +362,16 @@ impl Node {
                 continue;
             }
             let a = m.announcers.remove(0);
-            m.deadline = retry;
             grafts.entry(a).or_default().push(id);
         }
         for (a, ids) in grafts {
+            // Retry with the next announcer if this graft is not answered.
+            let retry = now + self.graft_wait(a) * 2;
+            for id in &ids {
+                if let Some(m) = self.plumtree.missing.get_mut(id) {
+                    m.deadline = retry;
+                }
+            }
             let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == a) else {
                 continue;
             };

@@ -30,6 +30,9 @@ pub(super) struct Probes {
     pub(super) health: u32,
     /// Suspicions being timed: incarnation and when first heard.
     suspicions: BTreeMap<NodeId, (u64, Time)>,
+    /// When this node last re-broadcast its record against a stale
+    /// accusation.
+    reasserted: Option<Time>,
 }
 
 #[derive(Debug)]
@@ -464,7 +467,7 @@ impl Node {
     }
 
     /// Someone sent a record of this node. Refute anything but the truth.
-    fn on_self_record(&mut self, now: Time, rec: &MemberRecord) {
+    pub(super) fn on_self_record(&mut self, now: Time, rec: &MemberRecord) {
         if self.status == Status::Left {
             return;
         }
@@ -473,6 +476,17 @@ impl Node {
         let differs = rec.incarnation == self.incarnation
             && (rec.state != MemberState::Alive || rec.addr != own.addr || rec.name != own.name);
         if !newer && !differs {
+            // An accusation of an older incarnation: whoever sent it missed
+            // our refutation, and others may have too. Say it again, at
+            // most once per probe period.
+            let again = self
+                .probes
+                .reasserted
+                .is_none_or(|t| now >= t + self.cfg.membership.probe_period);
+            if rec.state != MemberState::Alive && again {
+                self.probes.reasserted = Some(now);
+                self.broadcast(Update::Member(own));
+            }
             return;
         }
         if rec.state != MemberState::Alive {
