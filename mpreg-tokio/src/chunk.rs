@@ -1,0 +1,291 @@
+//! Runtime-level chunking of core frames.
+//!
+//! Every core frame travels as one or more transport messages ("chunks") of
+//! at most [`MAX_CHUNK`] bytes, so that a writer can interleave a small
+//! control frame between the chunks of a 4 MiB call payload. A chunk starts
+//! with a small header:
+//!
+//! ```text
+//! byte 0: bits 0-1 lane (0 control, 1 broadcast, 2 call)
+//!         bit 2    FIRST: a 4-byte big-endian total frame length follows
+//!         bit 3    LAST:  this chunk completes the frame
+//!         bits 4-7 zero (reserved)
+//! [bytes 1..5: total length, FIRST chunks only]
+//! payload
+//! ```
+//!
+//! Frames of one lane are sent one after the other; chunks of different
+//! lanes may interleave. The reader keeps one reassembly buffer per lane and
+//! refuses a frame whose announced length exceeds `limits.max_frame_size`
+//! from its first chunk, before buffering any of it: its chunks are skipped.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use mpreg_proto::TrafficClass;
+use thiserror::Error;
+
+/// Largest transport message (header included): 64 KiB.
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// Header of a FIRST chunk.
+pub(crate) const FIRST_HEADER: usize = 5;
+
+const FIRST: u8 = 0b0100;
+const LAST: u8 = 0b1000;
+const LANE_MASK: u8 = 0b0011;
+
+/// The lane of a traffic class.
+pub(crate) fn lane(class: TrafficClass) -> usize {
+    match class {
+        TrafficClass::Control => 0,
+        TrafficClass::Broadcast => 1,
+        TrafficClass::Call => 2,
+    }
+}
+
+/// Builds the chunk carrying `frame[offset..offset + n]`.
+pub(crate) fn encode(lane: usize, frame: &Bytes, offset: usize) -> (Bytes, usize) {
+    let first = offset == 0;
+    let remaining = frame.len() - offset;
+    let room = if first {
+        MAX_CHUNK - FIRST_HEADER
+    } else {
+        MAX_CHUNK - 1
+    };
+    let n = remaining.min(room);
+    let last = offset + n == frame.len();
+    let mut flags = (lane as u8) & LANE_MASK;
+    if first {
+        flags |= FIRST;
+    }
+    if last {
+        flags |= LAST;
+    }
+    let mut out = BytesMut::with_capacity(n + FIRST_HEADER);
+    out.put_u8(flags);
+    if first {
+        // Frames above u32::MAX are refused by every frame limit long before.
+        out.put_u32(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+    }
+    out.extend_from_slice(&frame[offset..offset + n]);
+    (out.freeze(), n)
+}
+
+/// A chunk sequence that breaks the framing rules: the connection is
+/// unusable and must be dropped.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Empty message, reserved bits set, or an unknown lane.
+    #[error("malformed chunk header")]
+    Header,
+    /// A continuation chunk without a frame in progress, or a FIRST chunk
+    /// while one is.
+    #[error("chunk out of sequence on lane {0}")]
+    Sequence(usize),
+    /// More or fewer bytes than the FIRST chunk announced.
+    #[error("frame length mismatch on lane {0}")]
+    Length(usize),
+}
+
+/// What one chunk completed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Completed {
+    /// A whole frame.
+    Frame(Bytes),
+    /// A frame announced larger than the limit was skipped entirely.
+    TooLarge(usize),
+}
+
+#[derive(Debug, Default)]
+enum LaneState {
+    #[default]
+    Idle,
+    Buffering {
+        total: usize,
+        buf: BytesMut,
+    },
+    Skipping {
+        total: usize,
+        remaining: usize,
+    },
+}
+
+/// Per-connection reassembly of chunks into frames.
+#[derive(Debug)]
+pub(crate) struct Reassembler {
+    max_frame: usize,
+    lanes: [LaneState; 3],
+}
+
+impl Reassembler {
+    pub(crate) fn new(max_frame: usize) -> Reassembler {
+        Reassembler {
+            max_frame,
+            lanes: Default::default(),
+        }
+    }
+
+    /// Feeds one transport message.
+    pub(crate) fn push(&mut self, chunk: Bytes) -> Result<Option<Completed>, ChunkError> {
+        let Some(&flags) = chunk.first() else {
+            return Err(ChunkError::Header);
+        };
+        let lane = usize::from(flags & LANE_MASK);
+        if flags & 0xF0 != 0 || lane > 2 {
+            return Err(ChunkError::Header);
+        }
+        let (first, last) = (flags & FIRST != 0, flags & LAST != 0);
+        let state = &mut self.lanes[lane];
+        let payload = if first {
+            if !matches!(state, LaneState::Idle) {
+                return Err(ChunkError::Sequence(lane));
+            }
+            if chunk.len() < FIRST_HEADER {
+                return Err(ChunkError::Header);
+            }
+            let total = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
+            let payload = chunk.slice(FIRST_HEADER..);
+            if total > self.max_frame {
+                *state = LaneState::Skipping {
+                    total,
+                    remaining: total,
+                };
+            } else if last {
+                // The common case: a whole frame in one chunk, no copy.
+                if payload.len() != total {
+                    return Err(ChunkError::Length(lane));
+                }
+                return Ok(Some(Completed::Frame(payload)));
+            } else {
+                *state = LaneState::Buffering {
+                    total,
+                    buf: BytesMut::with_capacity(total.min(4 * MAX_CHUNK)),
+                };
+            }
+            payload
+        } else {
+            chunk.slice(1..)
+        };
+        match state {
+            LaneState::Idle => Err(ChunkError::Sequence(lane)),
+            LaneState::Buffering { total, buf } => {
+                if buf.len() + payload.len() > *total {
+                    return Err(ChunkError::Length(lane));
+                }
+                buf.extend_from_slice(&payload);
+                if !last {
+                    return Ok(None);
+                }
+                if buf.len() != *total {
+                    return Err(ChunkError::Length(lane));
+                }
+                let frame = std::mem::take(buf).freeze();
+                *state = LaneState::Idle;
+                Ok(Some(Completed::Frame(frame)))
+            }
+            LaneState::Skipping { total, remaining } => {
+                if payload.len() > *remaining {
+                    return Err(ChunkError::Length(lane));
+                }
+                *remaining -= payload.len();
+                if !last {
+                    return Ok(None);
+                }
+                if *remaining != 0 {
+                    return Err(ChunkError::Length(lane));
+                }
+                let total = *total;
+                *state = LaneState::Idle;
+                Ok(Some(Completed::TooLarge(total)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(lane: usize, frame: &Bytes) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        loop {
+            let (c, n) = encode(lane, frame, off);
+            assert!(c.len() <= MAX_CHUNK);
+            out.push(c);
+            off += n;
+            if off == frame.len() {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn small_and_large_frames_round_trip_interleaved() {
+        let big = Bytes::from((0..4_000_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let small = Bytes::from_static(b"probe-ack");
+        let big_chunks = chunks(2, &big);
+        assert_eq!(big_chunks.len(), 4_000_000usize.div_ceil(MAX_CHUNK - 1));
+        let mut r = Reassembler::new(16 << 20);
+        let mut got = Vec::new();
+        for (i, c) in big_chunks.into_iter().enumerate() {
+            if i == 3 {
+                for s in chunks(0, &small) {
+                    got.extend(r.push(s).unwrap());
+                }
+            }
+            got.extend(r.push(c).unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![Completed::Frame(small), Completed::Frame(big.clone())]
+        );
+        let empty = Bytes::new();
+        assert_eq!(
+            r.push(chunks(1, &empty).remove(0)).unwrap(),
+            Some(Completed::Frame(empty))
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_skipped_without_buffering() {
+        let big = Bytes::from(vec![7u8; 300_000]);
+        let mut r = Reassembler::new(100_000);
+        let mut got = Vec::new();
+        for c in chunks(2, &big) {
+            got.extend(r.push(c).unwrap());
+            assert!(matches!(
+                r.lanes[2],
+                LaneState::Skipping { .. } | LaneState::Idle
+            ));
+        }
+        assert_eq!(got, vec![Completed::TooLarge(300_000)]);
+        // The lane is usable again.
+        let ok = Bytes::from_static(b"x");
+        assert_eq!(
+            r.push(chunks(2, &ok).remove(0)).unwrap(),
+            Some(Completed::Frame(ok))
+        );
+    }
+
+    #[test]
+    fn broken_sequences_are_errors_not_panics() {
+        let mut r = Reassembler::new(1 << 20);
+        assert_eq!(r.push(Bytes::new()), Err(ChunkError::Header));
+        assert_eq!(r.push(Bytes::from_static(&[0xF0])), Err(ChunkError::Header));
+        assert_eq!(
+            r.push(Bytes::from_static(&[3 | FIRST])),
+            Err(ChunkError::Header)
+        );
+        assert_eq!(
+            r.push(Bytes::from_static(&[1, 1, 2])),
+            Err(ChunkError::Sequence(1))
+        );
+        assert_eq!(
+            r.push(Bytes::from_static(&[FIRST | LAST, 0, 0, 0, 5, 1])),
+            Err(ChunkError::Length(0))
+        );
+        assert_eq!(
+            r.push(Bytes::from_static(&[FIRST, 0, 0, 0, 1, 1, 2])),
+            Err(ChunkError::Length(0))
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! A client: one connection to one node, not a cluster member. It calls
+//! functions (the node routes them) and reads the node's views. The CLI and
+//! applications that only call functions use it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = mpreg_tokio::Client::connect("ws://127.0.0.1:7000").await?;
+//! let hi: String = client.call("echo", &("hi",)).await?.json()?;
+//! assert_eq!(hi, "hi");
+//! for m in client.members().await? {
+//!     println!("{} {} {:?}", m.name, m.addr, m.state);
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::chunk::MAX_CHUNK;
+use crate::conn::{self, ConnEvent, Outbox};
+use crate::node::{CallBuilder, FunctionEntry, Target};
+use crate::transport::Transport;
+use crate::ws::WsTransport;
+use bytes::Bytes;
+use mpreg_proto::wire::{Query, QueryAnswer};
+use mpreg_proto::{
+    Addr, Call, CallError, ClientConn, ClientEvent, MemberState, MemberView, NodeId, TrafficClass,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest frame a client accepts from its node (16 MiB).
+const CLIENT_MAX_FRAME: usize = 16 << 20;
+/// How long a client waits beyond a call's budget before giving up on the
+/// node's answer.
+const REPLY_SLACK: Duration = Duration::from_secs(5);
+/// Budget of a call that sets none (the node's default is usually 30 s).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+
+/// Why a client operation failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The URL is not one the transport dials.
+    #[error("invalid node URL {0:?} (expected ws://host:port)")]
+    Url(String),
+    /// The connection could not be opened.
+    #[error("cannot connect to {url}: {error}")]
+    Connect {
+        /// The node.
+        url: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The node did not say hello in time.
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    /// The connection closed.
+    #[error("the connection to the node closed")]
+    Closed,
+}
+
+pub(crate) enum ClientCommand {
+    Call {
+        call: Call,
+        reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    Query {
+        query: Query,
+        reply: oneshot::Sender<QueryAnswer>,
+    },
+}
+
+/// A connection to one node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<ClientCommand>,
+    node: NodeId,
+    cluster_id: String,
+    url: Addr,
+}
+
+impl Client {
+    /// Connects over WebSockets (within a tokio runtime).
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Client::connect_with(WsTransport, url, Duration::from_secs(5)).await
+    }
+
+    /// Connects over any transport; `timeout` bounds the dial and the
+    /// node's hello.
+    pub async fn connect_with<T: Transport>(
+        transport: T,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let addr = Addr::new(url.trim());
+        if !addr
+            .as_str()
+            .strip_prefix(transport.scheme())
+            .is_some_and(|r| r.starts_with("://") && r.len() > 3)
+        {
+            return Err(ClientError::Url(url.to_string()));
+        }
+        let (sink, stream) = tokio::time::timeout(timeout, transport.dial(&addr, MAX_CHUNK))
+            .await
+            .map_err(|_| ClientError::Timeout(url.to_string()))?
+            .map_err(|error| ClientError::Connect {
+                url: url.to_string(),
+                error,
+            })?;
+        let proto = ClientConn::new(None, CLIENT_MAX_FRAME);
+        let outbox = Outbox::new([4 << 20, 4 << 20, 64 << 20]);
+        let _ = outbox.push(TrafficClass::Control, Bytes::from(proto.hello()));
+        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        let writer = tokio::spawn(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
+        let reader = tokio::spawn(conn::run_reader((), stream, CLIENT_MAX_FRAME, ev_tx));
+        // Wait for the node's hello.
+        let mut proto = proto;
+        let hello = tokio::time::timeout(timeout, async {
+            while let Some(((), ev)) = ev_rx.recv().await {
+                match ev {
+                    ConnEvent::Frame(f) => {
+                        if let Ok(Some(ClientEvent::Hello { node, cluster_id })) =
+                            proto.handle_frame(&f)
+                        {
+                            return Ok((node, cluster_id));
+                        }
+                    }
+                    ConnEvent::TooLarge(_) => {}
+                    ConnEvent::ReaderDone(_) | ConnEvent::WriterDone(_) => {
+                        return Err(ClientError::Closed);
+                    }
+                }
+            }
+            Err(ClientError::Closed)
+        })
+        .await;
+        let (node, cluster_id) = match hello {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                writer.abort();
+                reader.abort();
+                return Err(e);
+            }
+            Err(_) => {
+                writer.abort();
+                reader.abort();
+                return Err(ClientError::Timeout(url.to_string()));
+            }
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run_client(proto, outbox, rx, ev_rx, writer, reader));
+        Ok(Client {
+            tx,
+            node,
+            cluster_id,
+            url: addr,
+        })
+    }
+
+    /// The node this client is connected to.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// That node's cluster.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The node's URL.
+    pub fn url(&self) -> &Addr {
+        &self.url
+    }
+
+    /// A call with JSON arguments (a tuple is a list of positional
+    /// arguments).
+    pub fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> CallBuilder {
+        CallBuilder::new(
+            Target::Client(self.tx.clone()),
+            function,
+            serde_json::to_vec(args),
+        )
+    }
+
+    /// A call with raw-bytes arguments.
+    pub fn call_raw(&self, function: &str, args: impl Into<Bytes>) -> CallBuilder {
+        CallBuilder::new(
+            Target::Client(self.tx.clone()),
+            function,
+            Ok(args.into().to_vec()),
+        )
+    }
+
+    async fn query(&self, query: Query) -> Result<QueryAnswer, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(ClientCommand::Query { query, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        tokio::time::timeout(REPLY_SLACK * 2, rx)
+            .await
+            .map_err(|_| ClientError::Timeout(self.url.to_string()))?
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// The node's member table.
+    pub async fn members(&self) -> Result<Vec<MemberView>, ClientError> {
+        match self.query(Query::Members).await? {
+            QueryAnswer::Members(records) => Ok(records
+                .into_iter()
+                .map(|r| MemberView {
+                    id: r.id,
+                    addr: r.addr,
+                    name: r.name.to_string(),
+                    incarnation: r.incarnation,
+                    state: r.state,
+                })
+                .collect()),
+            QueryAnswer::Catalog(_) => Err(ClientError::Closed),
+        }
+    }
+
+    /// The catalog entries of the node's live members.
+    pub async fn catalog(&self) -> Result<Vec<FunctionEntry>, ClientError> {
+        let live: HashMap<NodeId, MemberState> = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m.state))
+            .collect();
+        match self.query(Query::Catalog).await? {
+            QueryAnswer::Catalog(entries) => Ok(entries
+                .into_iter()
+                .filter(|(node, ..)| live.get(node).is_some_and(|s| s.is_live()))
+                .map(|(node, name, version, body)| FunctionEntry {
+                    name: name.to_string(),
+                    version,
+                    node,
+                    resources: body.resources.iter().map(|r| r.to_string()).collect(),
+                    idempotent: body.idempotent,
+                })
+                .collect()),
+            QueryAnswer::Members(_) => Err(ClientError::Closed),
+        }
+    }
+}
+
+pub(crate) async fn call(tx: mpsc::Sender<ClientCommand>, call: Call) -> Result<Bytes, CallError> {
+    let budget = call.timeout.unwrap_or(DEFAULT_BUDGET);
+    let (reply, rx) = oneshot::channel();
+    let closed = || CallError::Unreachable;
+    tx.send(ClientCommand::Call { call, reply })
+        .await
+        .map_err(|_| closed())?;
+    match tokio::time::timeout(budget + REPLY_SLACK, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(closed()),
+        Err(_) => Err(CallError::Timeout),
+    }
+}
+
+enum Waiting {
+    Call(oneshot::Sender<Result<Bytes, CallError>>),
+    Query(oneshot::Sender<QueryAnswer>),
+}
+
+async fn run_client(
+    mut proto: ClientConn,
+    outbox: std::sync::Arc<Outbox>,
+    mut cmds: mpsc::Receiver<ClientCommand>,
+    mut events: mpsc::Receiver<((), ConnEvent)>,
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+) {
+    let mut waiting: HashMap<u64, Waiting> = HashMap::new();
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { break };
+                let (token, frame, w) = match cmd {
+                    ClientCommand::Call { call, reply } => {
+                        let (t, f) = proto.call(&call);
+                        (t, f, Waiting::Call(reply))
+                    }
+                    ClientCommand::Query { query, reply } => {
+                        let (t, f) = proto.query(query);
+                        (t, f, Waiting::Query(reply))
+                    }
+                };
+                if outbox.push(TrafficClass::Call, Bytes::from(frame)).is_err() {
+                    if let Waiting::Call(r) = w {
+                        let _ = r.send(Err(CallError::Rejected("the client's queue is full".into())));
+                    }
+                    continue;
+                }
+                waiting.insert(token, w);
+            }
+            ev = events.recv() => {
+                match ev {
+                    Some(((), ConnEvent::Frame(f))) => match proto.handle_frame(&f) {
+                        Ok(Some(ClientEvent::Reply { token, result })) => {
+                            if let Some(Waiting::Call(r)) = waiting.remove(&token) {
+                                let _ = r.send(result);
+                            }
+                        }
+                        Ok(Some(ClientEvent::Answer { token, answer })) => {
+                            if let Some(Waiting::Query(r)) = waiting.remove(&token) {
+                                let _ = r.send(answer);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "undecodable frame from the node"),
+                    },
+                    Some(((), ConnEvent::TooLarge(n))) => {
+                        tracing::warn!(size = n, "the node sent a frame above the client's limit");
+                    }
+                    Some(((), ConnEvent::ReaderDone(_) | ConnEvent::WriterDone(_))) | None => break,
+                }
+            }
+        }
+    }
+    // Pending calls fail as their senders drop (Unreachable).
+    drop(waiting);
+    outbox.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    reader.abort();
+}

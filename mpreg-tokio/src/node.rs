@@ -1,0 +1,941 @@
+//! The application API: start a node, register handlers, call functions,
+//! read views and events, leave.
+
+use crate::config::Settings;
+use crate::driver::{Command, Driver};
+use crate::transport::{Listener, Transport};
+use crate::ws::WsTransport;
+use bytes::Bytes;
+use mpreg_proto::{
+    Addr, Call, CallError, Config, FunctionSpec, Identity, Limit, MemberView, Node as Core, NodeId,
+    RegisterError, Time,
+};
+use semver::{Version, VersionReq};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+type LocalFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>>>>;
+
+/// A registered handler, as the drive loop runs it.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    /// Runs on the drive loop's thread (must not block).
+    Async(Arc<dyn Fn(Bytes) -> LocalFuture + Send + Sync>),
+    /// Runs on the blocking pool.
+    Blocking(Arc<dyn Fn(Bytes) -> Result<Bytes, String> + Send + Sync>),
+}
+
+/// A membership or catalog change, as the application sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeEvent {
+    /// A member is Alive (new, or back).
+    MemberUp {
+        /// Who.
+        id: NodeId,
+        /// Where.
+        addr: Addr,
+    },
+    /// A member is suspected of having failed.
+    MemberSuspect {
+        /// Who.
+        id: NodeId,
+    },
+    /// A member was declared Dead.
+    MemberDown {
+        /// Who.
+        id: NodeId,
+    },
+    /// A member left gracefully.
+    MemberLeft {
+        /// Who.
+        id: NodeId,
+    },
+    /// A function became routable on a node.
+    FunctionAdded {
+        /// The serving node.
+        node: NodeId,
+        /// Function name.
+        name: String,
+        /// Version.
+        version: Version,
+    },
+    /// A function stopped being served by a node.
+    FunctionRemoved {
+        /// The node.
+        node: NodeId,
+        /// Function name.
+        name: String,
+        /// Version.
+        version: Version,
+    },
+    /// A configured limit was hit for the first time.
+    LimitHit(Limit),
+}
+
+/// An event and when the drive loop saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// When it was observed.
+    pub at: Instant,
+    /// What.
+    pub event: NodeEvent,
+}
+
+/// One catalog entry of a live node (the funtimes view, flattened).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FunctionEntry {
+    /// Function name.
+    pub name: String,
+    /// Version.
+    #[serde(serialize_with = "ser_display")]
+    pub version: Version,
+    /// The serving node.
+    #[serde(serialize_with = "ser_display")]
+    pub node: NodeId,
+    /// Its resources.
+    pub resources: Vec<String>,
+    /// Whether calls may be retried on another provider.
+    pub idempotent: bool,
+}
+
+fn ser_display<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// The funtimes view: function → resource set → serving nodes.
+pub fn funtimes(entries: &[FunctionEntry]) -> BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> {
+    let mut out: BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> = BTreeMap::new();
+    for e in entries {
+        out.entry(e.name.clone())
+            .or_default()
+            .entry(e.resources.clone())
+            .or_default()
+            .push(e.node);
+    }
+    out
+}
+
+/// Runtime counters of a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open (or opening) connections.
+    pub connections: usize,
+    /// Addresses the core asked to keep connected (its active view).
+    pub kept: usize,
+    /// Dials started.
+    pub dials: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused (limit reached, or leaving).
+    pub refused: u64,
+    /// Connections closed because they were idle.
+    pub idle_closed: u64,
+    /// Connections dropped because their peer stopped reading.
+    pub queue_overflows: u64,
+    /// Frames skipped because they exceeded `limits.max_frame_size`.
+    pub frames_too_large: u64,
+    /// Frames the core rejected.
+    pub frames_rejected: u64,
+    /// Handlers running.
+    pub running_invocations: usize,
+    /// Calls this node waits on.
+    pub pending_calls: usize,
+    /// Alive and Suspect members, this node included.
+    pub live_members: usize,
+    /// Lifeguard local-health score (0 is healthy).
+    pub local_health: u32,
+}
+
+/// The node stopped (it left, was aborted, or its thread ended).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+/// Why a node did not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The settings do not validate.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {host}:{port}: {error}")]
+    Bind {
+        /// Interface.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A configured function could not be registered.
+    #[error("cannot register {name:?}: {error}")]
+    Register {
+        /// The function.
+        name: String,
+        /// Why.
+        error: RegisterError,
+    },
+    /// The node's thread could not be started.
+    #[error("cannot start the node's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Who a running node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its random id.
+    pub id: NodeId,
+    /// Its URL (`ws://host:port`).
+    pub addr: Addr,
+    /// Its name.
+    pub name: String,
+    /// Its cluster.
+    pub cluster_id: String,
+    /// Its incarnation (Unix time in seconds at start).
+    pub incarnation: u64,
+    /// Its resources.
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cmd: mpsc::Sender<Command>,
+    info: NodeInfo,
+    config: Config,
+    leave_grace: Duration,
+    events: broadcast::Sender<Observed>,
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<Observed>>>,
+    stopped: watch::Receiver<bool>,
+    abort: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    tokens: AtomicU64,
+}
+
+/// A running node: a cheap handle to a drive loop on its own thread.
+///
+/// The node runs on a dedicated thread with a current-thread tokio runtime
+/// (its drive loop, connections and async handlers); blocking handlers run
+/// on that runtime's blocking pool. When the last handle is dropped the node
+/// stops at once, like [`abort`](Node::abort); call [`leave`](Node::leave)
+/// for a graceful exit.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use mpreg_tokio::{Node, Settings};
+///
+/// let a = Node::start(Settings::local()).await?;
+/// a.register("add", ["cpu"], |(x, y): (i64, i64)| async move {
+///     Ok::<_, String>(x + y)
+/// }).await?;
+/// let b = Node::start(Settings { seeds: vec![a.addr().clone()], ..Settings::local() }).await?;
+/// // Once b's catalog has `add` (see `events()`), from any node:
+/// let sum: i64 = b.call("add", &(1, 2)).locs(["cpu"]).await?.json()?;
+/// assert_eq!(sum, 3);
+/// b.leave().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+fn os_random_u128() -> u128 {
+    use rand::TryRng;
+    let mut b = [0u8; 16];
+    if rand::rngs::SysRng.try_fill_bytes(&mut b).is_err() {
+        // No OS entropy: fall back to time and process id, still unique
+        // enough to tell processes apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return t ^ (u128::from(std::process::id()) << 64);
+    }
+    u128::from_le_bytes(b)
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs().max(1))
+}
+
+fn echo(args: Bytes) -> Result<Bytes, String> {
+    match serde_json::from_slice::<serde_json::Value>(&args) {
+        Ok(serde_json::Value::Array(mut a)) if a.len() == 1 => serde_json::to_vec(&a.remove(0))
+            .map(Bytes::from)
+            .map_err(|e| e.to_string()),
+        _ => Ok(args),
+    }
+}
+
+fn echos(args: Bytes) -> Result<Bytes, String> {
+    match serde_json::from_slice::<serde_json::Value>(&args) {
+        Ok(serde_json::Value::Array(_)) => Ok(args),
+        Ok(v) => serde_json::to_vec(&[v])
+            .map(Bytes::from)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("echos takes JSON arguments: {e}")),
+    }
+}
+
+fn builtin(f: fn(Bytes) -> Result<Bytes, String>) -> Handler {
+    Handler::Async(Arc::new(move |args| Box::pin(std::future::ready(f(args)))))
+}
+
+/// Decodes JSON arguments; empty arguments are `null`.
+fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, String> {
+    let args = if args.is_empty() { b"null" } else { args };
+    serde_json::from_slice(args).map_err(|e| format!("invalid arguments: {e}"))
+}
+
+fn encode_result<R: Serialize, E: Display>(r: Result<R, E>) -> Result<Bytes, String> {
+    match r {
+        Ok(v) => serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .map_err(|e| format!("the result does not encode as JSON: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn spec(name: &str, resources: impl IntoIterator<Item = impl AsRef<str>>) -> FunctionSpec {
+    FunctionSpec::new(name).resources(resources)
+}
+
+impl Node {
+    /// Starts a node over WebSockets.
+    pub async fn start(settings: Settings) -> Result<Node, StartError> {
+        Node::start_with(WsTransport, settings).await
+    }
+
+    /// Starts a node over any [`Transport`].
+    pub async fn start_with<T: Transport>(
+        transport: T,
+        settings: Settings,
+    ) -> Result<Node, StartError> {
+        settings.validate()?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+        let (events, first) = broadcast::channel(16_384);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let (abort_tx, abort_rx) = oneshot::channel::<()>();
+        let ev = events.clone();
+        let thread_name = format!(
+            "mpreg-{}",
+            if settings.name.is_empty() {
+                "node"
+            } else {
+                &settings.name
+            }
+        );
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Thread(e)));
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    tokio::select! {
+                        _ = run_node(transport, settings, cmd_rx, ev, ready_tx) => {}
+                        _ = abort_rx => {}
+                    }
+                });
+                drop(local);
+                rt.shutdown_background();
+                let _ = stopped_tx.send(true);
+            })
+            .map_err(StartError::Thread)?;
+        let (info, config, leave_grace) = ready_rx.await.map_err(|_| {
+            StartError::Thread(std::io::Error::other(
+                "the node's thread ended during start",
+            ))
+        })??;
+        Ok(Node {
+            inner: Arc::new(Inner {
+                cmd: cmd_tx,
+                info,
+                config,
+                leave_grace,
+                events,
+                first_events: std::sync::Mutex::new(Some(first)),
+                stopped: stopped_rx,
+                abort: std::sync::Mutex::new(Some(abort_tx)),
+                tokens: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Who this node is.
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    /// Its id.
+    pub fn id(&self) -> NodeId {
+        self.inner.info.id
+    }
+
+    /// Its URL, which other nodes use as a seed.
+    pub fn addr(&self) -> &Addr {
+        &self.inner.info.addr
+    }
+
+    /// The protocol configuration it runs with (e.g. for
+    /// [`Config::detection_bound`]).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    async fn ask<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Command) -> Result<R, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.cmd.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Registers an async handler taking and returning JSON values (the
+    /// arguments are the JSON array of positional arguments, so take a
+    /// tuple). It runs on the node's thread: it must not block (use
+    /// [`register_blocking`](Node::register_blocking) for that).
+    pub async fn register<A, R, E, F, Fut>(
+        &self,
+        name: &str,
+        resources: impl IntoIterator<Item = impl AsRef<str>>,
+        handler: F,
+    ) -> Result<(), RegisterError>
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: Display + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + 'static,
+    {
+        self.register_spec(spec(name, resources), handler).await
+    }
+
+    /// Like [`register`](Node::register), with a full [`FunctionSpec`]
+    /// (version, idempotence).
+    pub async fn register_spec<A, R, E, F, Fut>(
+        &self,
+        spec: FunctionSpec,
+        handler: F,
+    ) -> Result<(), RegisterError>
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        E: Display + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + 'static,
+    {
+        let h = Handler::Async(Arc::new(move |args: Bytes| -> LocalFuture {
+            match decode_args::<A>(&args) {
+                Ok(a) => {
+                    let fut = handler(a);
+                    Box::pin(async move { encode_result(fut.await) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            }
+        }));
+        self.register_handler(spec, h).await
+    }
+
+    /// Registers an async handler on raw bytes.
+    pub async fn register_raw<F, Fut>(
+        &self,
+        spec: FunctionSpec,
+        handler: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, String>> + 'static,
+    {
+        let h = Handler::Async(Arc::new(move |args: Bytes| -> LocalFuture {
+            Box::pin(handler(args))
+        }));
+        self.register_handler(spec, h).await
+    }
+
+    /// Registers a synchronous (possibly blocking) handler on JSON values;
+    /// it runs on the blocking pool, never on the drive loop.
+    pub async fn register_blocking<A, R, E, F>(
+        &self,
+        name: &str,
+        resources: impl IntoIterator<Item = impl AsRef<str>>,
+        handler: F,
+    ) -> Result<(), RegisterError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.register_blocking_spec(spec(name, resources), handler)
+            .await
+    }
+
+    /// Like [`register_blocking`](Node::register_blocking), with a full
+    /// [`FunctionSpec`].
+    pub async fn register_blocking_spec<A, R, E, F>(
+        &self,
+        spec: FunctionSpec,
+        handler: F,
+    ) -> Result<(), RegisterError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let h = Handler::Blocking(Arc::new(move |args: Bytes| {
+            encode_result(
+                decode_args::<A>(&args).and_then(|a| handler(a).map_err(|e| e.to_string())),
+            )
+        }));
+        self.register_handler(spec, h).await
+    }
+
+    async fn register_handler(
+        &self,
+        spec: FunctionSpec,
+        handler: Handler,
+    ) -> Result<(), RegisterError> {
+        self.ask(|reply| Command::Register {
+            spec,
+            handler,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RegisterError::Left))
+    }
+
+    /// Withdraws a function; returns whether it was registered.
+    pub async fn unregister(&self, name: &str, version: &Version) -> Result<bool, Stopped> {
+        let (name, version) = (name.to_string(), version.clone());
+        self.ask(|reply| Command::Unregister {
+            name,
+            version,
+            reply,
+        })
+        .await
+    }
+
+    /// A call with JSON arguments (a tuple is a list of positional
+    /// arguments). Await it for the [`Reply`].
+    pub fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> CallBuilder {
+        CallBuilder::new(self.target(), function, serde_json::to_vec(args))
+    }
+
+    /// A call with raw-bytes arguments.
+    pub fn call_raw(&self, function: &str, args: impl Into<Bytes>) -> CallBuilder {
+        CallBuilder::new(self.target(), function, Ok(args.into().to_vec()))
+    }
+
+    fn target(&self) -> Target {
+        Target::Node {
+            cmd: self.inner.cmd.clone(),
+            token: self.inner.tokens.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Every member this node knows, itself included.
+    pub async fn members(&self) -> Result<Vec<MemberView>, Stopped> {
+        self.ask(|reply| Command::Members { reply }).await
+    }
+
+    /// The catalog entries of live members.
+    pub async fn catalog(&self) -> Result<Vec<FunctionEntry>, Stopped> {
+        self.ask(|reply| Command::Catalog { reply }).await
+    }
+
+    /// Runtime counters.
+    pub async fn stats(&self) -> Result<Stats, Stopped> {
+        self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// Adds seeds to join through.
+    pub async fn join(&self, seeds: Vec<Addr>) -> Result<(), Stopped> {
+        self.inner
+            .cmd
+            .send(Command::Join { seeds })
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Membership and catalog events. The first call returns a stream that
+    /// starts when the node started; later calls start now. A receiver
+    /// that falls more than 16,384 events behind skips the oldest.
+    pub fn events(&self) -> Events {
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        Events {
+            rx: first.unwrap_or_else(|| self.inner.events.subscribe()),
+            skipped: 0,
+        }
+    }
+
+    /// Leaves gracefully with the configured grace period
+    /// (`runtime.leave_grace`).
+    pub async fn leave(&self) {
+        self.leave_with_grace(self.inner.leave_grace).await
+    }
+
+    /// Leaves gracefully: withdraws this node's functions and answers new
+    /// calls `Overloaded` (so callers go elsewhere), waits up to `grace` for
+    /// running handlers, announces `Left`, flushes, closes its connections
+    /// and stops.
+    pub async fn leave_with_grace(&self, grace: Duration) {
+        let _ = self.ask(|reply| Command::Leave { grace, reply }).await;
+        self.stopped().await;
+    }
+
+    /// Stops at once, like a killed process: no `Left`, connections reset,
+    /// running handlers dropped. Others detect it as a failure.
+    pub async fn abort(&self) {
+        if let Some(tx) = self
+            .inner
+            .abort
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+        self.stopped().await;
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.stopped.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Whether the node has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self.inner.stopped.borrow()
+    }
+}
+
+type Ready = Result<(NodeInfo, Config, Duration), StartError>;
+
+async fn run_node<T: Transport>(
+    transport: T,
+    settings: Settings,
+    cmd: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Observed>,
+    ready: oneshot::Sender<Ready>,
+) {
+    let listener = match transport.bind(&settings.host, settings.port).await {
+        Ok(l) => l,
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Bind {
+                host: settings.host.clone(),
+                port: settings.port,
+                error,
+            }));
+            return;
+        }
+    };
+    let port = match listener.local_addr() {
+        Ok(a) => a.port(),
+        Err(error) => {
+            let _ = ready.send(Err(StartError::Bind {
+                host: settings.host.clone(),
+                port: settings.port,
+                error,
+            }));
+            return;
+        }
+    };
+    let authority = match &settings.advertise {
+        Some(a) if a.contains(':') && !a.starts_with('[') => a.clone(),
+        Some(a) => format!("{a}:{port}"),
+        None if settings.host.contains(':') => format!("[{}]:{port}", settings.host),
+        None => format!("{}:{port}", settings.host),
+    };
+    let addr = Addr::new(format!("{}://{authority}", transport.scheme()));
+    let name = if settings.name.is_empty() {
+        format!("node-{port}")
+    } else {
+        settings.name.clone()
+    };
+    let mut config = settings.protocol.clone();
+    config.cluster_id = settings.cluster_id.clone();
+    config.name = name.clone();
+    config.rng_seed = os_random_u128() as u64;
+    let identity = Identity {
+        id: NodeId::from_u128(os_random_u128()),
+        addr: addr.clone(),
+        incarnation: unix_seconds(),
+    };
+    let info = NodeInfo {
+        id: identity.id,
+        addr,
+        name,
+        cluster_id: settings.cluster_id.clone(),
+        incarnation: identity.incarnation,
+        resources: settings.resources.clone(),
+    };
+    let epoch = Instant::now();
+    let core = match Core::new(config.clone(), identity, Time::ZERO) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Config(e.into())));
+            return;
+        }
+    };
+    let (mut driver, inputs) = Driver::new(
+        transport,
+        core,
+        epoch,
+        settings.runtime.clone(),
+        events,
+        cmd,
+    );
+    let res = &settings.resources;
+    let mut functions = vec![
+        ("echo".to_string(), builtin(echo)),
+        ("echos".to_string(), builtin(echos)),
+    ];
+    functions.extend(
+        settings
+            .echo_functions
+            .iter()
+            .map(|n| (n.clone(), builtin(echo))),
+    );
+    for (name, h) in functions {
+        let spec = spec(&name, res).idempotent(true);
+        if let Err(error) = driver.register_now(spec, h) {
+            let _ = ready.send(Err(StartError::Register { name, error }));
+            return;
+        }
+    }
+    driver.join_now(settings.seeds.clone());
+    if ready
+        .send(Ok((info, config, settings.runtime.leave_grace)))
+        .is_err()
+    {
+        return;
+    }
+    driver.run(inputs, listener).await;
+}
+
+/// A stream of [`Observed`] events.
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Observed>,
+    skipped: u64,
+}
+
+impl Events {
+    /// The next event; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Observed> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.skipped += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<Observed> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.skipped += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Events skipped because this receiver fell behind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+// ----- calls ---------------------------------------------------------------------
+
+pub(crate) enum Target {
+    Node {
+        cmd: mpsc::Sender<Command>,
+        token: u64,
+    },
+    Client(mpsc::Sender<crate::client::ClientCommand>),
+}
+
+/// A call being prepared; `.await` it for the outcome.
+#[must_use = "a call does nothing until awaited"]
+pub struct CallBuilder {
+    target: Target,
+    call: Call,
+    error: Option<CallError>,
+}
+
+impl std::fmt::Debug for CallBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBuilder")
+            .field("call", &self.call)
+            .finish()
+    }
+}
+
+impl CallBuilder {
+    pub(crate) fn new(
+        target: Target,
+        function: &str,
+        args: Result<Vec<u8>, serde_json::Error>,
+    ) -> CallBuilder {
+        let (args, error) = match args {
+            Ok(a) => (Bytes::from(a), None),
+            Err(e) => (
+                Bytes::new(),
+                Some(CallError::Rejected(format!(
+                    "the arguments do not encode as JSON: {e}"
+                ))),
+            ),
+        };
+        CallBuilder {
+            target,
+            call: Call::new(function).args(args),
+            error,
+        }
+    }
+
+    /// Requires the executing node to have these resources.
+    pub fn locs(mut self, locs: impl IntoIterator<Item = impl AsRef<str>>) -> CallBuilder {
+        self.call = self.call.locs(locs);
+        self
+    }
+
+    /// Sets the time budget (default: the node's `calls.default_timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> CallBuilder {
+        self.call = self.call.timeout(timeout);
+        self
+    }
+
+    /// Accepts only versions matching `req`.
+    pub fn version(mut self, req: VersionReq) -> CallBuilder {
+        self.call = self.call.version(req);
+        self
+    }
+}
+
+/// A call's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply(pub Bytes);
+
+impl Reply {
+    /// The raw bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Decodes the result as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.0)
+    }
+}
+
+struct CancelGuard {
+    cmd: mpsc::Sender<Command>,
+    token: u64,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.cmd.try_send(Command::Cancel { token: self.token });
+        }
+    }
+}
+
+impl IntoFuture for CallBuilder {
+    type Output = Result<Reply, CallError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Reply, CallError>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            if let Some(e) = self.error {
+                return Err(e);
+            }
+            let stopped = || CallError::Rejected("the node has stopped".into());
+            match self.target {
+                Target::Node { cmd, token } => {
+                    let (tx, rx) = oneshot::channel();
+                    cmd.send(Command::Call {
+                        token,
+                        call: self.call,
+                        reply: tx,
+                    })
+                    .await
+                    .map_err(|_| stopped())?;
+                    let mut guard = CancelGuard {
+                        cmd,
+                        token,
+                        armed: true,
+                    };
+                    let r = rx.await;
+                    guard.armed = false;
+                    r.map_err(|_| stopped())?.map(Reply)
+                }
+                Target::Client(tx) => crate::client::call(tx, self.call).await.map(Reply),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_echo_their_arguments() {
+        assert_eq!(echo(Bytes::from_static(b"[\"hi\"]")).unwrap(), "\"hi\"");
+        assert_eq!(echo(Bytes::from_static(b"[1,2]")).unwrap(), "[1,2]");
+        assert_eq!(
+            echo(Bytes::from_static(b"raw\xff")).unwrap(),
+            &b"raw\xff"[..]
+        );
+        assert_eq!(
+            echos(Bytes::from_static(b"[1,\"a\"]")).unwrap(),
+            "[1,\"a\"]"
+        );
+        assert_eq!(echos(Bytes::from_static(b"7")).unwrap(), "[7]");
+        assert!(echos(Bytes::from_static(b"\xff")).is_err());
+    }
+
+    #[test]
+    fn typed_arguments_decode_from_positional_json() {
+        let (a, b): (i64, String) = decode_args(b"[1,\"x\"]").unwrap();
+        assert_eq!((a, b.as_str()), (1, "x"));
+        let () = decode_args(b"").unwrap();
+        assert!(
+            decode_args::<(i64,)>(b"{}")
+                .unwrap_err()
+                .contains("invalid arguments")
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Real nodes over loopback WebSockets, in one process. Every wait polls an
+//! observable condition with a deadline.
+
+use mpreg_tokio::{
+    CallError, Client, FunctionSpec, MemberState, Node, NodeEvent, NodeId, Settings,
+};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn state_of(n: &Node, id: NodeId) -> Option<MemberState> {
+    n.members()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| m.state)
+}
+
+async fn alive_count(n: &Node) -> usize {
+    n.members().await.map_or(0, |ms| {
+        ms.iter().filter(|m| m.state == MemberState::Alive).count()
+    })
+}
+
+/// Starts `n` nodes seeded as a chain (node i through node i-1).
+async fn chain(n: usize, settings: impl Fn(usize) -> Settings) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let mut s = settings(i);
+        s.name = format!("n{i}");
+        if let Some(prev) = nodes.last() {
+            s.seeds = vec![prev.addr().clone()];
+        }
+        nodes.push(Node::start(s).await.expect("node starts"));
+    }
+    for node in &nodes {
+        eventually(Duration::from_secs(10), "full membership", || async {
+            alive_count(node).await == n
+        })
+        .await;
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_cluster_route_calls_and_serve_clients() {
+    let nodes = chain(3, |_| Settings::local()).await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    c.register_spec(
+        FunctionSpec::new("double").resources(["gpu"]),
+        |(x,): (i64,)| async move { Ok::<_, String>(2 * x) },
+    )
+    .await
+    .unwrap();
+    for n in &nodes {
+        eventually(
+            Duration::from_secs(5),
+            "every catalog has double",
+            || async {
+                n.catalog()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.name == "double" && e.node == c.id())
+            },
+        )
+        .await;
+    }
+    let r: i64 = a
+        .call("double", &(21,))
+        .locs(["gpu"])
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r, 42);
+    assert!(matches!(
+        a.call("double", &(1,)).locs(["tpu"]).await,
+        Err(CallError::NoProvider { .. })
+    ));
+    assert!(matches!(
+        a.call("nope", &()).await,
+        Err(CallError::NotFound(_))
+    ));
+    let e = a.call("double", &("x",)).locs(["gpu"]).await.unwrap_err();
+    assert!(
+        matches!(e, CallError::HandlerFailed(ref m) if m.contains("invalid arguments")),
+        "{e}"
+    );
+    // Built-ins exist on every node.
+    let hi: String = a.call("echo", &("hi",)).await.unwrap().json().unwrap();
+    assert_eq!(hi, "hi");
+    let both: (i64, String) = a.call("echos", &(1, "x")).await.unwrap().json().unwrap();
+    assert_eq!(both, (1, "x".to_string()));
+
+    // A client on b's port: calls are routed by b.
+    let client = Client::connect(nodes[1].addr().as_str()).await.unwrap();
+    assert_eq!(client.node_id(), nodes[1].id());
+    assert_eq!(client.cluster_id(), "default");
+    let r: i64 = client
+        .call("double", &(5,))
+        .locs(["gpu"])
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r, 10);
+    let members = client.members().await.unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().any(|m| m.name == "n2"));
+    let catalog = client.catalog().await.unwrap();
+    assert!(
+        catalog
+            .iter()
+            .any(|e| e.name == "double" && e.resources == ["gpu"])
+    );
+    assert_eq!(
+        catalog.iter().filter(|e| e.name == "echo").count(),
+        3,
+        "{catalog:?}"
+    );
+}
+
+#[tokio::test]
+async fn leave_is_seen_everywhere_and_abort_is_detected_within_the_bound() {
+    let nodes = chain(4, |_| Settings::local()).await;
+    let mut watchers: Vec<_> = nodes.iter().map(|n| n.events()).collect();
+    // Graceful leave of node 3.
+    let leaver = nodes[3].id();
+    nodes[3].leave().await;
+    assert!(nodes[3].is_stopped());
+    for n in &nodes[..3] {
+        eventually(Duration::from_secs(2), "Left everywhere", || async {
+            state_of(n, leaver).await == Some(MemberState::Left)
+        })
+        .await;
+    }
+    // Crash of node 2: others mark it Dead within the documented bound.
+    let victim = nodes[2].id();
+    let bound = nodes[0].config().detection_bound(3);
+    let t0 = Instant::now();
+    nodes[2].abort().await;
+    for n in &nodes[..2] {
+        eventually(bound, "Dead everywhere", || async {
+            state_of(n, victim).await == Some(MemberState::Dead)
+        })
+        .await;
+    }
+    eprintln!(
+        "crash detected everywhere after {:?} (bound {bound:?})",
+        t0.elapsed()
+    );
+    // The event stream saw it too.
+    let mut saw = false;
+    while let Some(o) = watchers[0].try_next() {
+        saw |= o.event == NodeEvent::MemberDown { id: victim };
+    }
+    assert!(saw);
+}
+
+#[tokio::test]
+async fn a_blocking_handler_does_not_get_its_node_suspected() {
+    let nodes = chain(3, |_| Settings::local()).await;
+    let slow = &nodes[1];
+    slow.register_blocking("sleep", ["slow"], |(secs,): (u64,)| {
+        std::thread::sleep(Duration::from_secs(secs));
+        Ok::<_, String>("done")
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(5), "sleep in catalog", || async {
+        nodes[0]
+            .catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "sleep")
+    })
+    .await;
+    let mut watch: Vec<_> = [&nodes[0], &nodes[2]].iter().map(|n| n.events()).collect();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let f = nodes[0]
+                .call("sleep", &(5,))
+                .locs(["slow"])
+                .timeout(Duration::from_secs(20));
+            tokio::spawn(f.into_future())
+        })
+        .collect();
+    // While the handlers block, the node still serves quick calls.
+    let t = Instant::now();
+    let r: String = nodes[2]
+        .call("echo", &("ping",))
+        .locs(Vec::<String>::new())
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r, "ping");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    for c in calls {
+        let r: String = c.await.unwrap().unwrap().json().unwrap();
+        assert_eq!(r, "done");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    for w in &mut watch {
+        while let Some(o) = w.try_next() {
+            assert_ne!(
+                o.event,
+                NodeEvent::MemberSuspect { id: slow.id() },
+                "the blocked node was suspected"
+            );
+        }
+    }
+    for n in &nodes {
+        assert_eq!(alive_count(n).await, 3);
+    }
+}
+
+#[tokio::test]
+async fn large_calls_are_chunked_and_oversized_ones_refused() {
+    let nodes = chain(2, |_| Settings::local()).await;
+    nodes[1]
+        .register_raw(
+            FunctionSpec::new("len").resources(["far"]),
+            |b| async move { Ok(bytes::Bytes::from(b.len().to_string())) },
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "len in catalog", || async {
+        nodes[0]
+            .catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "len")
+    })
+    .await;
+    let big = vec![7u8; 4 << 20];
+    let r = nodes[0].call_raw("len", big).locs(["far"]).await.unwrap();
+    assert_eq!(r.bytes().as_ref(), b"4194304");
+    let huge = vec![0u8; 17 << 20];
+    assert!(matches!(
+        nodes[0].call_raw("len", huge).locs(["far"]).await,
+        Err(CallError::Rejected(_))
+    ));
+    let stats = nodes[1].stats().await.unwrap();
+    assert_eq!(stats.queue_overflows, 0);
+    assert_eq!(stats.live_members, 2);
+}
