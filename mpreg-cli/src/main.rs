@@ -1,1 +1,449 @@
-fn main() {}
+//! `mpreg`: run a node, call functions and read views as a client, run the
+//! README demo.
+
+mod demo;
+
+use clap::{Args, Parser, Subcommand};
+use mpreg_tokio::config::{ConfigError, Layer, parse_duration, parse_seed};
+use mpreg_tokio::{Client, Node, Settings, Topology, VersionReq};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for invalid configuration or usage (as clap uses).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mpreg",
+    version,
+    about = "MPREG federation: run a node, call functions, inspect a cluster",
+    long_about = "MPREG federation: nodes find each other by gossip, detect failures, \
+replicate a catalog of registered functions and route calls.\n\n\
+Start here: `mpreg demo` runs a 6-node cluster on loopback and prints what it measured."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    /// Run a node.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+    /// Talk to a node as a client (not a cluster member).
+    Client(ClientArgs),
+    /// Start a 6-node cluster on loopback and measure membership, catalog
+    /// propagation, calls, crash detection and leave.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerCommand {
+    /// Start a node and run until SIGINT/SIGTERM (then leave gracefully).
+    ///
+    /// Settings are read from the --config file, then the MPREG_*
+    /// environment variables, then these flags; later wins. On start the
+    /// node prints `MPREG_URL=ws://HOST:PORT` (and its other settings as
+    /// `MPREG_*=` lines) on standard output.
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Interface to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 7000].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Host to advertise in this node's URL (when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Node name [default: node-PORT].
+    #[arg(long)]
+    name: Option<String>,
+    /// Cluster id [default: default].
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Seed URL to join through (repeatable).
+    #[arg(long = "seed", value_name = "URL")]
+    seeds: Vec<String>,
+    /// Resource tag of this node (repeatable; also comma-separated).
+    #[arg(long = "resource", value_name = "R")]
+    resources: Vec<String>,
+    /// Protocol period (seconds, or with a unit: 500ms).
+    #[arg(long, value_name = "DURATION")]
+    gossip_interval: Option<String>,
+    /// Configuration template: edge-computing, enterprise,
+    /// global-deployment.
+    #[arg(long)]
+    topology: Option<String>,
+    /// Register an idempotent echo function under this name, with this
+    /// node's resources (repeatable).
+    #[arg(long = "fn-echo", value_name = "NAME")]
+    fn_echo: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// The node to talk to.
+    #[arg(long, default_value = "ws://127.0.0.1:7000", global = true)]
+    url: String,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Call a function; prints its result as JSON.
+    ///
+    /// Each ARG is parsed as JSON when it parses (42, true, [1,2],
+    /// {"a":1}, "quoted"), else taken as a string; the function receives
+    /// the list of arguments.
+    #[command(allow_negative_numbers = true)]
+    Call {
+        /// Function name.
+        function: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Resources the executing node must have (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        locs: Vec<String>,
+        /// Time budget in seconds (or with a unit).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Version requirement, e.g. ^1.2.
+        #[arg(long = "version-req", value_name = "REQ")]
+        version: Option<String>,
+    },
+    /// List the node's members.
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the functions of live members (the funtimes view).
+    Catalog {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn flags_layer(a: &StartArgs) -> Result<Layer, ConfigError> {
+    let mut l = Layer {
+        host: a.host.clone(),
+        port: a.port,
+        advertise: a.advertise.clone(),
+        name: a.name.clone(),
+        cluster_id: a.cluster_id.clone(),
+        ..Layer::default()
+    };
+    if !a.seeds.is_empty() {
+        l.seeds = Some(
+            a.seeds
+                .iter()
+                .map(|s| parse_seed("--seed", s))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    if !a.resources.is_empty() {
+        let list: Vec<String> = a
+            .resources
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(|r| r.trim().to_string())
+            .collect();
+        if list.iter().any(|r| r.is_empty() || r.len() > 255) {
+            return Err(ConfigError::Invalid {
+                key: "--resource".into(),
+                value: a.resources.join(","),
+                expected: "resource tags of 1 to 255 bytes".into(),
+            });
+        }
+        l.resources = Some(list);
+    }
+    if let Some(g) = &a.gossip_interval {
+        let d = parse_duration(g)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "--gossip-interval".into(),
+                value: g.clone(),
+                expected: "a positive duration such as 0.5 or 500ms".into(),
+            })?;
+        l.gossip_interval = Some(d);
+    }
+    if let Some(t) = &a.topology {
+        l.topology = Some(Topology::parse(t).ok_or_else(|| ConfigError::Invalid {
+            key: "--topology".into(),
+            value: t.clone(),
+            expected: "edge-computing, enterprise or global-deployment".into(),
+        })?);
+    }
+    if !a.fn_echo.is_empty() {
+        l.echo_functions = Some(a.fn_echo.clone());
+    }
+    Ok(l)
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("mpreg: {msg}");
+    ExitCode::from(code)
+}
+
+async fn server_start(a: StartArgs) -> ExitCode {
+    let settings = match flags_layer(&a).and_then(|f| Settings::load(a.config.as_deref(), f)) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let node = match Node::start(settings.clone()).await {
+        Ok(n) => n,
+        Err(mpreg_tokio::StartError::Config(e)) => return fail(EXIT_CONFIG, e),
+        Err(e) => return fail(1, e),
+    };
+    let info = node.info().clone();
+    let m = &node.config().membership;
+    println!("MPREG_URL={}", info.addr);
+    println!("MPREG_NODE_ID={}", info.id);
+    println!("MPREG_NAME={}", info.name);
+    println!("MPREG_CLUSTER_ID={}", info.cluster_id);
+    println!("MPREG_RESOURCES={}", info.resources.join(","));
+    println!(
+        "MPREG_SEEDS={}",
+        settings
+            .seeds
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("MPREG_GOSSIP_INTERVAL={:?}", m.probe_period);
+    println!(
+        "MPREG_TOPOLOGY={}",
+        settings.topology.map_or("none", |t| t.name())
+    );
+    println!(
+        "MPREG_DETECTION_BOUND_10={:?}",
+        node.config().detection_bound(10)
+    );
+    eprintln!(
+        "mpreg: node {:?} ({}) of cluster {:?} listening on {}; SIGINT/SIGTERM to leave",
+        info.name, info.id, info.cluster_id, info.addr
+    );
+    wait_for_signal().await;
+    eprintln!("mpreg: leaving");
+    node.leave().await;
+    eprintln!("mpreg: left");
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn parse_arg(a: &str) -> serde_json::Value {
+    serde_json::from_str(a).unwrap_or_else(|_| serde_json::Value::String(a.to_string()))
+}
+
+fn print_result(bytes: &[u8]) {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => println!("{v}"),
+        Err(_) => println!(
+            "{}",
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        ),
+    }
+}
+
+async fn client(a: ClientArgs) -> ExitCode {
+    let client = match Client::connect(&a.url).await {
+        Ok(c) => c,
+        Err(e @ mpreg_tokio::ClientError::Url(_)) => return fail(EXIT_CONFIG, e),
+        Err(e) => return fail(1, e),
+    };
+    match a.command {
+        ClientCommand::Call {
+            function,
+            args,
+            locs,
+            timeout,
+            version,
+        } => {
+            let args: Vec<serde_json::Value> = args.iter().map(|s| parse_arg(s)).collect();
+            let mut call = client.call(&function, &args).locs(locs);
+            if let Some(t) = timeout {
+                match parse_duration(&t) {
+                    Ok(d) if !d.is_zero() => call = call.timeout(d),
+                    _ => {
+                        return fail(
+                            EXIT_CONFIG,
+                            format!("invalid value for --timeout: {t:?} (a positive duration)"),
+                        );
+                    }
+                }
+            }
+            if let Some(v) = version {
+                match VersionReq::parse(&v) {
+                    Ok(r) => call = call.version(r),
+                    Err(e) => {
+                        return fail(
+                            EXIT_CONFIG,
+                            format!("invalid value for --version-req: {v:?} ({e})"),
+                        );
+                    }
+                }
+            }
+            match call.await {
+                Ok(r) => {
+                    print_result(r.bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("call failed: {e}")),
+            }
+        }
+        ClientCommand::Members { json } => match client.members().await {
+            Ok(ms) => {
+                if json {
+                    let list: Vec<serde_json::Value> = ms
+                        .iter()
+                        .map(|m| {
+                            serde_json::json!({
+                                "id": m.id.to_string(),
+                                "name": m.name,
+                                "addr": m.addr.as_str(),
+                                "incarnation": m.incarnation,
+                                "state": format!("{:?}", m.state),
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "node": client.node_id().to_string(),
+                            "cluster_id": client.cluster_id(),
+                            "members": list,
+                        })
+                    );
+                } else {
+                    println!("cluster {}", client.cluster_id());
+                    for m in ms {
+                        println!(
+                            "{:<20} {:<8} {:<28} {}",
+                            m.name,
+                            format!("{:?}", m.state),
+                            m.addr,
+                            m.id
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
+        ClientCommand::Catalog { json } => match client.catalog().await {
+            Ok(entries) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "node": client.node_id().to_string(),
+                            "cluster_id": client.cluster_id(),
+                            "functions": entries,
+                        })
+                    );
+                } else {
+                    for (name, by_res) in mpreg_tokio::funtimes(&entries) {
+                        for (res, nodes) in by_res {
+                            println!(
+                                "{:<20} [{}] on {} node(s): {}",
+                                name,
+                                res.join(","),
+                                nodes.len(),
+                                nodes
+                                    .iter()
+                                    .map(|n| format!("{n:?}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            );
+                        }
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MPREG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Top::Server {
+                command: ServerCommand::Start(a),
+            } => server_start(a).await,
+            Top::Client(a) => client(a).await,
+            Top::Demo(a) => demo::run(a).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn args_parse_as_json_or_strings() {
+        assert_eq!(parse_arg("42"), serde_json::json!(42));
+        assert_eq!(parse_arg("[1,2]"), serde_json::json!([1, 2]));
+        assert_eq!(parse_arg("hello"), serde_json::json!("hello"));
+        assert_eq!(parse_arg("\"q\""), serde_json::json!("q"));
+    }
+}
