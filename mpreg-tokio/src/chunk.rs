@@ -41,6 +41,23 @@ pub(crate) fn lane(class: TrafficClass) -> usize {
     }
 }
 
+/// Every chunk of one frame, in order: how a peer of another implementation
+/// (or a test) sends a frame of `class`.
+pub fn chunks(class: TrafficClass, frame: Bytes) -> impl Iterator<Item = Bytes> {
+    let lane = lane(class);
+    let mut offset = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let (c, n) = encode(lane, &frame, offset);
+        offset += n;
+        done = offset == frame.len();
+        Some(c)
+    })
+}
+
 /// Builds the chunk carrying `frame[offset..offset + n]`.
 pub(crate) fn encode(lane: usize, frame: &Bytes, offset: usize) -> (Bytes, usize) {
     let first = offset == 0;
@@ -205,17 +222,14 @@ mod tests {
     use super::*;
 
     fn chunks(lane: usize, frame: &Bytes) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut off = 0;
-        loop {
-            let (c, n) = encode(lane, frame, off);
-            assert!(c.len() <= MAX_CHUNK);
-            out.push(c);
-            off += n;
-            if off == frame.len() {
-                return out;
-            }
-        }
+        let class = [
+            TrafficClass::Control,
+            TrafficClass::Broadcast,
+            TrafficClass::Call,
+        ][lane];
+        let out: Vec<Bytes> = super::chunks(class, frame.clone()).collect();
+        assert!(out.iter().all(|c| c.len() <= MAX_CHUNK));
+        out
     }
 
     #[test]
