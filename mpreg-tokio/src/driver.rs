@@ -233,8 +233,9 @@ impl<T: Transport> Driver<T> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             let wake = self.next_wake().unwrap_or(far);
+            // Unbiased: a flood of application commands must not starve
+            // incoming frames (probe acks), nor the reverse.
             tokio::select! {
-                biased;
                 cmd = inputs.cmd.recv() => match cmd {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -462,7 +463,11 @@ impl<T: Transport> Driver<T> {
                 }
             },
             NetEvent::Accepted { sink, stream, peer } => {
-                if self.conns.len() >= self.rt.max_connections || self.leaving.is_some() {
+                let closing = matches!(
+                    self.leaving,
+                    Some((LeavePhase::Flushing(_) | LeavePhase::Closing(_), _))
+                );
+                if self.conns.len() >= self.rt.max_connections || closing {
                     self.stats.refused += 1;
                     return; // dropping the halves closes it
                 }
@@ -865,8 +870,7 @@ impl<T: Transport> Driver<T> {
                 Some(LeavePhase::Flushing(at + self.rt.flush_timeout))
             }
             LeavePhase::Flushing(deadline) => {
-                let flushed = self.conns.values().all(|c| !c.open || c.outbox.is_idle())
-                    && self.conns.values().all(|c| c.open || c.outbox.is_idle());
+                let flushed = self.conns.values().all(|c| c.outbox.is_idle());
                 if !flushed && at < *deadline {
                     return;
                 }

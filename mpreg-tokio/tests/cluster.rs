@@ -267,3 +267,40 @@ async fn large_calls_are_chunked_and_oversized_ones_refused() {
     assert_eq!(stats.queue_overflows, 0);
     assert_eq!(stats.live_members, 2);
 }
+
+#[tokio::test]
+async fn simultaneous_dials_settle_on_one_connection_per_peer() {
+    let fast_idle = || {
+        let mut s = Settings::local();
+        s.runtime.idle_timeout = Duration::from_millis(300);
+        s
+    };
+    for round in 0..3 {
+        let a = Node::start(fast_idle()).await.unwrap();
+        let b = Node::start(Settings {
+            seeds: vec![a.addr().clone()],
+            ..fast_idle()
+        })
+        .await
+        .unwrap();
+        // a dials b at the same moment b dials a (usually before b's Hello
+        // arrives, so both ends hold two connections and must agree on one).
+        a.join(vec![b.addr().clone()]).await.unwrap();
+        for n in [&a, &b] {
+            eventually(Duration::from_secs(10), "two members alive", || async {
+                alive_count(n).await == 2
+            })
+            .await;
+        }
+        for n in [&a, &b] {
+            eventually(
+                Duration::from_secs(10),
+                "duplicates closed: one connection per peer",
+                || async { n.stats().await.unwrap().connections == 1 },
+            )
+            .await;
+        }
+        let r: u64 = a.call("echo", &(round,)).await.unwrap().json().unwrap();
+        assert_eq!(r, round);
+    }
+}
