@@ -222,6 +222,9 @@ impl Client {
 
     /// The catalog entries of the node's live members.
     pub async fn catalog(&self) -> Result<Vec<FunctionEntry>, ClientError> {
+        // CORE-GAP: `QueryAnswer::Catalog` also lists the entries of Dead
+        // and Left owners (kept until garbage collection, unroutable); the
+        // client filters them out with a second, `Members` query.
         let live: HashMap<NodeId, MemberState> = self
             .members()
             .await?

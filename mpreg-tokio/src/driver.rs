@@ -721,6 +721,9 @@ impl<T: Transport> Driver<T> {
     }
 
     fn catalog(&self) -> Vec<FunctionEntry> {
+        // CORE-GAP: `Catalog::functions` keeps the entries of Dead and Left
+        // owners until garbage collection (they are not routable); the
+        // runtime filters them with `member_state` for the application.
         let me = self.core.id();
         let mut out = Vec::new();
         for (name, providers) in self.core.catalog().functions() {
