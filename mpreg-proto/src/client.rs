@@ -41,7 +41,7 @@ pub enum ClientEvent {
 /// One client connection's protocol state.
 #[derive(Debug)]
 pub struct ClientConn {
-    cluster: u32,
+    cluster: u16,
     next_token: u64,
     max_frame: usize,
 }

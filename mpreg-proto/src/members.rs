@@ -107,7 +107,11 @@ impl MemberTable {
         self.map.iter()
     }
 
-    pub(crate) fn range(&self, lo: NodeId, hi: NodeId) -> impl Iterator<Item = (&NodeId, &Member)> {
+    pub(crate) fn range(
+        &self,
+        lo: NodeId,
+        hi: NodeId,
+    ) -> std::collections::btree_map::Range<'_, NodeId, Member> {
         self.map.range(lo..=hi)
     }
 

@@ -1,10 +1,10 @@
 //! Frames: `magic + protocol version + flags + cluster tag + kind + postcard(body)`.
 //!
 //! ```text
-//!  0      2         3       4              8      9
-//!  +------+---------+-------+--------------+------+---------------------+
-//!  | "MP" | version | flags | cluster tag  | kind | postcard(body) ...  |
-//!  +------+---------+-------+--------------+------+---------------------+
+//!  0      2         3       4             6      7
+//!  +------+---------+-------+-------------+------+---------------------+
+//!  | "MP" | version | flags | cluster tag | kind | postcard(body) ...  |
+//!  +------+---------+-------+-------------+------+---------------------+
 //! ```
 //!
 //! * One message per frame. A `kind` this version does not know is skipped
@@ -12,8 +12,10 @@
 //!   send new kinds to older ones during a rolling upgrade.
 //! * Bytes after a known body are ignored: new fields are appended at the
 //!   end of a message.
-//! * The cluster tag is a hash of the `cluster_id`; frames of another
-//!   cluster are rejected before their body is read.
+//! * The cluster tag is a 16-bit hash of the `cluster_id`: frames of
+//!   another cluster are rejected before their body is read. It is a cheap
+//!   filter; the full cluster id travels in every connection's `Hello` and
+//!   is checked there.
 //! * `flags` bit 0 is reserved for frame authentication (a trailer with a
 //!   MAC or signature); a frame that sets a flag this node does not support
 //!   is rejected.
@@ -38,7 +40,7 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u8 = 1;
 /// Bytes before the message kind.
-pub const HEADER_LEN: usize = 8;
+pub const HEADER_LEN: usize = 6;
 /// Flag bit reserved for authenticated frames.
 pub const FLAG_AUTHENTICATED: u8 = 0b1;
 /// Flag bits this build understands.
@@ -46,12 +48,12 @@ const KNOWN_FLAGS: u8 = 0;
 
 /// The cluster tag a client that does not know the cluster id sends;
 /// nodes accept it on client messages only.
-pub const ANY_CLUSTER: u32 = 0;
+pub const ANY_CLUSTER: u16 = 0;
 
 /// The 32-bit tag of a cluster id carried in every frame header (never
 /// [`ANY_CLUSTER`]).
-pub fn cluster_tag(cluster_id: &str) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(cluster_id.as_bytes()) as u32).max(1)
+pub fn cluster_tag(cluster_id: &str) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(cluster_id.as_bytes()) as u16).max(1)
 }
 
 /// A 64-bit hash, fixed 8 bytes on the wire.
@@ -481,8 +483,8 @@ pub enum DecodeError {
     #[error("unsupported frame flags {0:#04x}")]
     UnsupportedFlags(u8),
     /// From another cluster.
-    #[error("frame from another cluster (tag {0:08x})")]
-    WrongCluster(u32),
+    #[error("frame from another cluster (tag {0:04x})")]
+    WrongCluster(u16),
     /// A message kind this version does not know: skipped, not fatal.
     #[error("unknown message kind {0} (skipped)")]
     UnknownKind(u8),
@@ -504,7 +506,7 @@ pub struct Header {
     /// Flag bits.
     pub flags: u8,
     /// Tag of the sender's cluster.
-    pub cluster: u32,
+    pub cluster: u16,
 }
 
 /// Reads and checks a frame's header; `cluster` is the receiver's tag, and
@@ -512,7 +514,7 @@ pub struct Header {
 pub fn decode_header(
     frame: &[u8],
     max: usize,
-    cluster: Option<u32>,
+    cluster: Option<u16>,
 ) -> Result<Header, DecodeError> {
     if frame.len() > max {
         return Err(DecodeError::TooLarge {
@@ -529,7 +531,7 @@ pub fn decode_header(
     let header = Header {
         version: frame[2],
         flags: frame[3],
-        cluster: u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]),
+        cluster: u16::from_le_bytes([frame[4], frame[5]]),
     };
     if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&header.version) {
         return Err(DecodeError::UnsupportedVersion(header.version));
@@ -549,7 +551,7 @@ pub fn decode_header(
 pub fn decode(
     frame: &[u8],
     max: usize,
-    cluster: Option<u32>,
+    cluster: Option<u16>,
 ) -> Result<(Header, Message), DecodeError> {
     let header = decode_header(frame, max, cluster)?;
     let tag = frame[HEADER_LEN];
@@ -560,7 +562,7 @@ pub fn decode(
 }
 
 /// Encodes a message into a frame.
-pub fn encode(msg: &Message, version: u8, cluster: u32) -> Vec<u8> {
+pub fn encode(msg: &Message, version: u8, cluster: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&MAGIC);
     out.push(version);
@@ -574,7 +576,7 @@ pub fn encode(msg: &Message, version: u8, cluster: u32) -> Vec<u8> {
 
 /// Encodes a frame with an arbitrary kind tag and body: for tests that play
 /// a newer peer.
-pub fn encode_raw(tag: u8, body: &[u8], version: u8, cluster: u32) -> Vec<u8> {
+pub fn encode_raw(tag: u8, body: &[u8], version: u8, cluster: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 1 + body.len());
     out.extend_from_slice(&MAGIC);
     out.push(version);

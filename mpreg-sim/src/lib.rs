@@ -27,9 +27,12 @@
 #![warn(missing_docs)]
 
 pub mod anchors;
+pub mod compare;
 pub mod net;
+pub mod report;
 pub mod scenario;
 mod sim;
+pub mod topology;
 
 pub use net::{Link, LinkModel, NetConfig};
 pub use sim::{

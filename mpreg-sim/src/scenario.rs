@@ -222,6 +222,16 @@ pub fn lossy(
     })
 }
 
+/// Whether every running node in `nodes` has the same state digest.
+pub fn digests_agree(sim: &Sim, nodes: &[usize]) -> bool {
+    let mut d = nodes
+        .iter()
+        .filter_map(|i| sim.node(*i))
+        .map(|n| n.state_digest());
+    let first = d.next();
+    d.all(|x| Some(x) == first)
+}
+
 /// Seconds, for reports.
 pub fn secs(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())

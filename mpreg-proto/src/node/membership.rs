@@ -73,14 +73,14 @@ impl Node {
     }
 
     pub(super) fn heard_from(&mut self, now: Time, id: NodeId) {
-        if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == id) {
+        if let Some(p) = self.probed_peer_mut(id) {
             p.last_heard = now;
         }
     }
 
     pub(super) fn on_probe_timer(&mut self, now: Time, peer: NodeId) {
         let period = self.cfg.membership.probe_period * self.health_scale();
-        let Some(p) = self.overlay.active.iter().find(|p| p.id == peer) else {
+        let Some(p) = self.probed_peer(peer) else {
             return;
         };
         let due = p.last_heard + period;
@@ -130,7 +130,7 @@ impl Node {
         self.timers.cancel(Timer::ProbeTimeout(ack.seq));
         match probe {
             Probe::Direct { target, sent } => {
-                if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == target) {
+                if let Some(p) = self.probed_peer_mut(target) {
                     p.rtt.sample(now.saturating_since(sent));
                 }
                 self.probes.health = self.probes.health.saturating_sub(1);
@@ -416,6 +416,7 @@ impl Node {
     }
 
     fn react(&mut self, now: Time, id: NodeId, merge: &Merge) {
+        self.update_ring(now);
         let Some(m) = self.members.get(&id) else {
             return;
         };
@@ -589,14 +590,20 @@ impl Node {
         // An active peer whose connection broke is probed at once (the
         // ping opens a new connection); if it is gone, the usual probe
         // path suspects it.
-        if let Some(p) = self.overlay.active.iter().find(|p| p.addr == *addr) {
-            let id = p.id;
-            if !self.probes.probing(id) {
-                if let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == id) {
-                    p.last_heard = Time::ZERO;
-                }
-                self.timers.set(Timer::Probe(id), now);
+        let probed = self
+            .overlay
+            .active
+            .iter()
+            .chain(self.overlay.ring.iter())
+            .find(|p| p.addr == *addr)
+            .map(|p| p.id);
+        if let Some(id) = probed
+            && !self.probes.probing(id)
+        {
+            if let Some(p) = self.probed_peer_mut(id) {
+                p.last_heard = Time::ZERO;
             }
+            self.timers.set(Timer::Probe(id), now);
         }
         self.overlay.pending.retain(|_, (a, _)| a != addr);
     }

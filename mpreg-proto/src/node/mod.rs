@@ -127,7 +127,7 @@ pub struct Node {
     incarnation: Incarnation,
     /// Catalog epoch: the incarnation this process started with.
     epoch: u64,
-    cluster_tag: u32,
+    cluster_tag: u16,
     rng: ChaCha8Rng,
     status: Status,
     seeds: Vec<Addr>,
@@ -338,9 +338,11 @@ impl Node {
             let e = DecodeError::WrongCluster(header.cluster);
             return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
         }
+        // The header tag is a 16-bit filter; a member's Hello carries the
+        // full cluster id, which must match.
         if let Message::Hello(h) = &msg
-            && header.cluster != self.cluster_tag
             && h.role != Role::Client
+            && (header.cluster != self.cluster_tag || h.cluster_id != self.cfg.cluster_id.as_str())
         {
             let e = DecodeError::WrongCluster(header.cluster);
             return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
@@ -384,7 +386,17 @@ impl Node {
         }
         match msg {
             Message::Hello(_) => {}
-            Message::Ping(seq) => self.on_ping(now, from, seq),
+            Message::Ping(seq) => {
+                self.on_ping(now, from, seq);
+                // Active peers ping each other every period: a ping from a
+                // live member outside our view (other than our ring
+                // predecessor) means its view holds us and ours does not.
+                // (An indirect probe's intermediary gets the same answer, and
+                // ignores it.)
+                if peer.is_some() && peer != self.ring_predecessor() {
+                    self.check_symmetric(now, from, peer);
+                }
+            }
             Message::Ack(ack) => self.on_ack(now, from, peer, ack),
             Message::PingReq(req) => self.on_ping_req(now, from, req),
             Message::IndirectAck(seq) => self.on_indirect_ack(now, seq),

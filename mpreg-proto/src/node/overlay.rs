@@ -30,6 +30,10 @@ pub(super) struct Overlay {
     pub(super) pending: BTreeMap<NodeId, (Addr, Time)>,
     /// When the next passive-view shuffle is due.
     next_shuffle: Time,
+    /// The ring successor (the next live member by id) when it is not an
+    /// active peer: probed like one, so every live member has a prober
+    /// whatever shape the overlay is in.
+    pub(super) ring: Option<ActivePeer>,
 }
 
 #[derive(Debug)]
@@ -55,6 +59,106 @@ impl Node {
         self.overlay.active.iter().any(|p| p.id == id)
     }
 
+    /// A peer this node probes: an active peer or the ring successor.
+    pub(super) fn probed_peer(&self, id: NodeId) -> Option<&ActivePeer> {
+        self.overlay
+            .active
+            .iter()
+            .chain(self.overlay.ring.iter())
+            .find(|p| p.id == id)
+    }
+
+    pub(super) fn probed_peer_mut(&mut self, id: NodeId) -> Option<&mut ActivePeer> {
+        self.overlay
+            .active
+            .iter_mut()
+            .chain(self.overlay.ring.iter_mut())
+            .find(|p| p.id == id)
+    }
+
+    /// The next (`forward`) or previous live member by id after `of`,
+    /// wrapping.
+    fn ring_neighbor_of(&self, of: NodeId, forward: bool) -> Option<(NodeId, Addr)> {
+        let x = of.as_u128();
+        let live = |(id, m): (&NodeId, &crate::members::Member)| {
+            (*id != of && m.state.is_live()).then(|| (*id, m.addr.clone()))
+        };
+        let (lo, hi) = (NodeId::from_u128(0), NodeId::from_u128(u128::MAX));
+        if forward {
+            let after = (x < u128::MAX).then(|| NodeId::from_u128(x + 1));
+            after
+                .and_then(|a| self.members.range(a, hi).find_map(live))
+                .or_else(|| self.members.range(lo, of).find_map(live))
+        } else {
+            let before = (x > 0).then(|| NodeId::from_u128(x - 1));
+            before
+                .and_then(|b| self.members.range(lo, b).rev().find_map(live))
+                .or_else(|| self.members.range(of, hi).rev().find_map(live))
+        }
+    }
+
+    fn ring_neighbor(&self, forward: bool) -> Option<(NodeId, Addr)> {
+        self.ring_neighbor_of(self.me, forward)
+    }
+
+    /// Whether the link to `peer` is a ring link of either end: such links
+    /// are pinned in both active views.
+    fn ring_link(&self, peer: NodeId) -> bool {
+        let mine = [self.ring_neighbor(true), self.ring_neighbor(false)];
+        mine.iter().flatten().any(|(id, _)| *id == peer)
+            || [true, false].iter().any(|f| {
+                self.ring_neighbor_of(peer, *f)
+                    .is_some_and(|(id, _)| id == self.me)
+            })
+    }
+
+    /// A random active peer that is not on a ring link, if any.
+    fn sheddable(&mut self) -> Option<NodeId> {
+        let ids: Vec<NodeId> = self
+            .overlay
+            .active
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !self.ring_link(*id))
+            .collect();
+        (!ids.is_empty()).then(|| ids[self.rng.random_range(0..ids.len())])
+    }
+
+    pub(super) fn ring_predecessor(&self) -> Option<NodeId> {
+        self.ring_neighbor(false).map(|p| p.0)
+    }
+
+    /// Keeps the ring successor probed: as a probe-only peer unless it is
+    /// an active peer already.
+    pub(super) fn update_ring(&mut self, now: Time) {
+        let want = self
+            .ring_neighbor(true)
+            .filter(|(id, _)| !self.is_active(*id));
+        if self.overlay.ring.as_ref().map(|r| r.id) == want.as_ref().map(|w| w.0) {
+            return;
+        }
+        if let Some(old) = self.overlay.ring.take()
+            && !self.is_active(old.id)
+        {
+            self.timers.cancel(Timer::Probe(old.id));
+            self.events.push_back(Event::Disconnect(old.addr));
+        }
+        if let Some((id, addr)) = want {
+            self.events.push_back(Event::Connect(addr.clone()));
+            // Bring it into the active view too (a ring link is pinned).
+            self.schedule_repair(now);
+            self.overlay.ring = Some(ActivePeer {
+                id,
+                addr,
+                eager: false,
+                last_heard: now,
+                rtt: Rtt::default(),
+            });
+            let period = self.cfg.membership.probe_period;
+            self.timers.set(Timer::Probe(id), now + period);
+        }
+    }
+
     /// Adds a peer to the active view; the runtime is asked to keep a
     /// connection, probing starts, and the two sync at once.
     pub(super) fn add_active(&mut self, now: Time, id: NodeId, addr: Addr) -> bool {
@@ -77,6 +181,7 @@ impl Node {
         if self.overlay.active.len() < self.view_target() {
             self.schedule_repair(now);
         }
+        self.update_ring(now);
         true
     }
 
@@ -95,6 +200,7 @@ impl Node {
             self.consider_passive(id, p.addr);
         }
         self.schedule_repair(now);
+        self.update_ring(now);
     }
 
     /// Accepts a neighbor, making room by shedding a random peer when
@@ -120,9 +226,9 @@ impl Node {
                     );
                     return false;
                 }
-                let victim = self.rng.random_range(0..self.overlay.active.len());
-                let vid = self.overlay.active[victim].id;
-                self.remove_active(now, vid, true);
+                if let Some(vid) = self.sheddable() {
+                    self.remove_active(now, vid, true);
+                }
             }
             self.add_active(now, id, addr.clone());
         }
@@ -228,6 +334,7 @@ impl Node {
     pub(super) fn check_symmetric(&mut self, now: Time, from: &Addr, peer: Option<NodeId>) {
         if let Some(id) = peer
             && !self.is_active(id)
+            && !self.overlay.pending.contains_key(&id)
             && self.members.get(&id).is_some_and(|m| m.state.is_live())
         {
             self.send(now, from, &Message::Disconnect, TrafficClass::Control);
@@ -284,9 +391,16 @@ impl Node {
             .pending
             .retain(|_, (_, deadline)| *deadline > now);
         while self.overlay.active.len() > self.view_max() {
-            let i = self.rng.random_range(0..self.overlay.active.len());
-            let id = self.overlay.active[i].id;
+            let Some(id) = self.sheddable() else { break };
             self.remove_active(now, id, true);
+        }
+        // Ring links first: they must not be refused.
+        for forward in [true, false] {
+            if let Some((id, addr)) = self.ring_neighbor(forward)
+                && !self.is_active(id)
+            {
+                self.request_neighbor(now, id, addr, true);
+            }
         }
         let target = self.view_target();
         let have = self.overlay.active.len() + self.overlay.pending.len();
