@@ -373,18 +373,24 @@ pub struct Layer {
     pub runtime: RuntimeLayer,
 }
 
-/// Checks a seed URL (`ws://host:port[/path]`).
+/// Checks a seed URL (`ws://host:port[/path]`; another transport's scheme,
+/// such as `quic://`, is accepted here and checked against the transport
+/// when the node starts).
 pub fn parse_seed(key: &str, s: &str) -> Result<Addr, ConfigError> {
     let t = s.trim();
-    let expected = "a ws://host:port URL";
-    let rest = t
-        .strip_prefix("ws://")
+    let expected = "a URL such as ws://host:port";
+    let (scheme, rest) = t
+        .split_once("://")
         .ok_or_else(|| invalid(key, s, expected))?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
     let auth = rest.split('/').next().unwrap_or_default();
     let (host, port) = auth
         .rsplit_once(':')
         .ok_or_else(|| invalid(key, s, expected))?;
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+    if !scheme_ok || host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(invalid(key, s, expected));
     }
     Ok(Addr::new(t))

@@ -323,6 +323,18 @@ impl Node {
         settings: Settings,
     ) -> Result<Node, StartError> {
         settings.validate()?;
+        let scheme = format!("{}://", transport.scheme());
+        if let Some(bad) = settings
+            .seeds
+            .iter()
+            .find(|s| !s.as_str().starts_with(&scheme))
+        {
+            return Err(StartError::Config(crate::config::ConfigError::Invalid {
+                key: "seeds".into(),
+                value: bad.to_string(),
+                expected: format!("a {scheme}host:port URL for this transport"),
+            }));
+        }
         let (ready_tx, ready_rx) = oneshot::channel();
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (events, first) = broadcast::channel(16_384);
