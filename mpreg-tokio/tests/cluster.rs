@@ -304,3 +304,136 @@ async fn simultaneous_dials_settle_on_one_connection_per_peer() {
         assert_eq!(r, round);
     }
 }
+
+#[tokio::test]
+async fn past_the_invocation_cap_calls_are_answered_overloaded() {
+    let nodes = chain(2, |i| {
+        let mut s = Settings::local();
+        if i == 1 {
+            s.protocol.limits.max_invocations = 1;
+        }
+        s
+    })
+    .await;
+    nodes[1]
+        .register("hold", ["one"], |(ms,): (u64,)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "hold in catalog", || async {
+        nodes[0]
+            .catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "hold")
+    })
+    .await;
+    let first = tokio::spawn(nodes[0].call("hold", &(1500,)).locs(["one"]).into_future());
+    eventually(Duration::from_secs(5), "the first call running", || async {
+        nodes[1].stats().await.unwrap().running_invocations == 1
+    })
+    .await;
+    let second = nodes[0].call("hold", &(1,)).locs(["one"]).await;
+    assert_eq!(second, Err(CallError::Overloaded));
+    assert!(first.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_the_running_handler() {
+    let nodes = chain(2, |_| Settings::local()).await;
+    nodes[1]
+        .register("forever", ["far"], |(): ()| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, String>(())
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "forever in catalog", || async {
+        nodes[0]
+            .catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "forever")
+    })
+    .await;
+    let call = tokio::spawn(nodes[0].call("forever", &()).locs(["far"]).into_future());
+    eventually(Duration::from_secs(5), "the handler running", || async {
+        nodes[1].stats().await.unwrap().running_invocations == 1
+    })
+    .await;
+    call.abort();
+    eventually(Duration::from_secs(5), "the handler cancelled", || async {
+        nodes[1].stats().await.unwrap().running_invocations == 0
+    })
+    .await;
+    assert_eq!(nodes[0].stats().await.unwrap().pending_calls, 0);
+}
+
+#[tokio::test]
+async fn leave_lets_running_calls_finish_and_sends_new_ones_elsewhere() {
+    let nodes = chain(3, |_| Settings::local()).await;
+    for n in &nodes[1..] {
+        n.register_spec(
+            FunctionSpec::new("work").resources(["w"]).idempotent(true),
+            |(ms,): (u64,)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, String>(ms)
+            },
+        )
+        .await
+        .unwrap();
+    }
+    eventually(Duration::from_secs(5), "two providers", || async {
+        nodes[0]
+            .catalog()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == "work")
+            .count()
+            == 2
+    })
+    .await;
+    // Start calls until one runs on node 1, then make node 1 leave.
+    let leaver = &nodes[1];
+    let mut running = Vec::new();
+    eventually(
+        Duration::from_secs(5),
+        "a call running on the leaver",
+        || {
+            running.push(tokio::spawn(
+                nodes[0].call("work", &(800,)).locs(["w"]).into_future(),
+            ));
+            async { leaver.stats().await.unwrap().running_invocations > 0 }
+        },
+    )
+    .await;
+    let leaving = {
+        let l = leaver.clone();
+        tokio::spawn(async move { l.leave().await })
+    };
+    // New calls go to node 2 while node 1 drains.
+    for i in 0..5u64 {
+        let r: u64 = nodes[0]
+            .call("work", &(i,))
+            .locs(["w"])
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(r, i);
+    }
+    for c in running {
+        let r: u64 = c.await.unwrap().unwrap().json().unwrap();
+        assert_eq!(r, 800);
+    }
+    leaving.await.unwrap();
+    eventually(Duration::from_secs(2), "Left", || async {
+        state_of(&nodes[0], leaver.id()).await == Some(MemberState::Left)
+    })
+    .await;
+}
