@@ -78,11 +78,12 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let began = Instant::now();
     let defaults = Settings::local();
     let bound = defaults.protocol.detection_bound(n);
-    println!(
+    say!(
         "mpreg demo: {n} nodes on 127.0.0.1 over WebSockets, seeded as a chain \
          (node i joins through node i-1), default protocol settings \
          (probe period {:?}, detection bound {:?})",
-        defaults.protocol.membership.probe_period, bound
+        defaults.protocol.membership.probe_period,
+        bound
     );
     let (tx, rx) = mpsc::unbounded_channel();
     let mut d = Demo {
@@ -114,7 +115,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
                 }
             }
         });
-        println!("  started {} at {}", node.info().name, node.addr());
+        say!("  started {} at {}", node.info().name, node.addr());
         d.ids.push(node.id());
         d.nodes.push(Some(node));
     }
@@ -142,7 +143,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             full(&up)
         })
         .await?;
-    println!(
+    say!(
         "[1/5] full membership: every node sees all {n} members Alive      {} after the first node started",
         ms(at - t0)
     );
@@ -170,7 +171,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             have.len() == n
         })
         .await?;
-    println!(
+    say!(
         "[2/5] embed {{gpu, model-a}} registered on mesh-node-{host}: in every catalog   {}",
         ms(at - t1)
     );
@@ -197,7 +198,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         }
         last = last.max(at);
     }
-    println!(
+    say!(
         "[3/5] a call of embed (locs [gpu]) from every node succeeded         {}",
         ms(last - t2)
     );
@@ -219,7 +220,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         })
         .await?;
     let took = at - t3;
-    println!(
+    say!(
         "[4/5] mesh-node-{victim} crashed (no leave): Dead on every other node  {} (bound {:?})",
         ms(took),
         bound
@@ -247,7 +248,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             left.len() == n - 2
         })
         .await?;
-    println!(
+    say!(
         "[5/5] mesh-node-{leaver} left gracefully: Left on every other node     {}",
         ms(at - t4)
     );
@@ -256,7 +257,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     for node in d.nodes.iter().flatten() {
         node.leave_with_grace(Duration::from_secs(1)).await;
     }
-    println!(
+    say!(
         "demo OK: every step succeeded in {:.2} s",
         began.elapsed().as_secs_f64()
     );

@@ -1,6 +1,15 @@
 //! `mpreg`: run a node, call functions and read views as a client, run the
 //! README demo.
 
+/// `println!` that ignores a closed standard output (`mpreg ... | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod demo;
 
 use clap::{Args, Parser, Subcommand};
@@ -210,12 +219,12 @@ async fn server_start(a: StartArgs) -> ExitCode {
     };
     let info = node.info().clone();
     let m = &node.config().membership;
-    println!("MPREG_URL={}", info.addr);
-    println!("MPREG_NODE_ID={}", info.id);
-    println!("MPREG_NAME={}", info.name);
-    println!("MPREG_CLUSTER_ID={}", info.cluster_id);
-    println!("MPREG_RESOURCES={}", info.resources.join(","));
-    println!(
+    say!("MPREG_URL={}", info.addr);
+    say!("MPREG_NODE_ID={}", info.id);
+    say!("MPREG_NAME={}", info.name);
+    say!("MPREG_CLUSTER_ID={}", info.cluster_id);
+    say!("MPREG_RESOURCES={}", info.resources.join(","));
+    say!(
         "MPREG_SEEDS={}",
         settings
             .seeds
@@ -224,12 +233,12 @@ async fn server_start(a: StartArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(",")
     );
-    println!("MPREG_GOSSIP_INTERVAL={:?}", m.probe_period);
-    println!(
+    say!("MPREG_GOSSIP_INTERVAL={:?}", m.probe_period);
+    say!(
         "MPREG_TOPOLOGY={}",
         settings.topology.map_or("none", |t| t.name())
     );
-    println!(
+    say!(
         "MPREG_DETECTION_BOUND_10={:?}",
         node.config().detection_bound(10)
     );
@@ -274,8 +283,8 @@ fn parse_arg(a: &str) -> serde_json::Value {
 
 fn print_result(bytes: &[u8]) {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(v) => println!("{v}"),
-        Err(_) => println!(
+        Ok(v) => say!("{v}"),
+        Err(_) => say!(
             "{}",
             serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
         ),
@@ -343,7 +352,7 @@ async fn client(a: ClientArgs) -> ExitCode {
                             })
                         })
                         .collect();
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({
                             "node": client.node_id().to_string(),
@@ -352,9 +361,9 @@ async fn client(a: ClientArgs) -> ExitCode {
                         })
                     );
                 } else {
-                    println!("cluster {}", client.cluster_id());
+                    say!("cluster {}", client.cluster_id());
                     for m in ms {
-                        println!(
+                        say!(
                             "{:<20} {:<8} {:<28} {}",
                             m.name,
                             format!("{:?}", m.state),
@@ -370,7 +379,7 @@ async fn client(a: ClientArgs) -> ExitCode {
         ClientCommand::Catalog { json } => match client.catalog().await {
             Ok(entries) => {
                 if json {
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({
                             "node": client.node_id().to_string(),
@@ -381,7 +390,7 @@ async fn client(a: ClientArgs) -> ExitCode {
                 } else {
                     for (name, by_res) in mpreg_tokio::funtimes(&entries) {
                         for (res, nodes) in by_res {
-                            println!(
+                            say!(
                                 "{:<20} [{}] on {} node(s): {}",
                                 name,
                                 res.join(","),

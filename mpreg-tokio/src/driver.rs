@@ -640,6 +640,9 @@ impl<T: Transport> Driver<T> {
         for id in kill {
             self.end_conn(id, true);
         }
+        // Forget failures long past, so the table stays bounded.
+        let forget = self.rt.backoff_max * 8;
+        self.backoff.retain(|_, b| now < b.until + forget);
         let t = self.now();
         for id in close {
             let Some(c) = self.conns.get_mut(&id) else {
