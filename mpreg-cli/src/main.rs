@@ -112,9 +112,9 @@ struct ClientArgs {
 enum ClientCommand {
     /// Call a function; prints its result as JSON.
     ///
-    /// Each ARG is parsed as JSON when it parses (42, true, [1,2],
-    /// {"a":1}, "quoted"), else taken as a string; the function receives
-    /// the list of arguments.
+    /// Each ARG is parsed as JSON when it parses (42, true, {"a":1}, a
+    /// list, "quoted"), else taken as a string; the function receives the
+    /// list of arguments. Put `--` before arguments that start with `-`.
     #[command(allow_negative_numbers = true)]
     Call {
         /// Function name.
