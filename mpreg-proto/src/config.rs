@@ -113,6 +113,9 @@ pub struct DisseminationConfig {
     pub graft_timeout: Duration,
     /// Shortest graft wait. Default 5 ms.
     pub graft_timeout_min: Duration,
+    /// How long lazy announcements wait to be batched per peer. Default
+    /// 10 ms.
+    pub ihave_delay: Duration,
     /// Anti-entropy interval for clusters up to 32 nodes; it grows with
     /// `1 + log₂(N / 32)` above that so bytes per node stay flat.
     /// Default 2 s.
@@ -223,6 +226,7 @@ impl Default for DisseminationConfig {
         DisseminationConfig {
             graft_timeout: Duration::from_millis(100),
             graft_timeout_min: Duration::from_millis(5),
+            ihave_delay: Duration::from_millis(10),
             sync_interval: Duration::from_secs(2),
             sync_page_bytes: 64 * 1024,
             sync_pages_per_exchange: 16,

@@ -15,7 +15,7 @@ use crate::wire::MemberRecord;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A member's liveness, in merge order.
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -78,6 +78,9 @@ pub(crate) struct MemberTable {
     names: BTreeMap<NodeId, CompactString>,
     /// Accusers of Suspect members, sorted, at most `cap`.
     accusers: BTreeMap<NodeId, Vec<NodeId>>,
+    /// Dead and Left members (usually few): re-probing and collection look
+    /// here instead of scanning the table.
+    gone: BTreeSet<NodeId>,
     live: usize,
 }
 
@@ -113,6 +116,19 @@ impl MemberTable {
         hi: NodeId,
     ) -> std::collections::btree_map::Range<'_, NodeId, Member> {
         self.map.range(lo..=hi)
+    }
+
+    /// Dead and Left members.
+    pub(crate) fn gone(&self) -> &BTreeSet<NodeId> {
+        &self.gone
+    }
+
+    /// The first member at or after `from` in id order, wrapping around.
+    pub(crate) fn at_or_after(&self, from: NodeId) -> Option<(&NodeId, &Member)> {
+        self.map
+            .range(from..)
+            .next()
+            .or_else(|| self.map.iter().next())
     }
 
     pub(crate) fn name(&self, id: &NodeId) -> &str {
@@ -203,6 +219,9 @@ impl MemberTable {
         );
         if rec.state.is_live() {
             self.live += 1;
+            self.gone.remove(&rec.id);
+        } else {
+            self.gone.insert(rec.id);
         }
         if rec.name.is_empty() {
             self.names.remove(&rec.id);
@@ -222,6 +241,7 @@ impl MemberTable {
         if m.state.is_live() {
             self.live -= 1;
         }
+        self.gone.remove(id);
         self.names.remove(id);
         self.accusers.remove(id);
         Some(m)

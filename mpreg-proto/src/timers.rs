@@ -17,6 +17,8 @@ pub(crate) enum Timer {
     Suspicion(NodeId),
     /// Announced updates are still missing.
     Graft,
+    /// Lazy announcements are due.
+    Announce,
     /// Anti-entropy, dead-member re-probe and garbage collection.
     Sync,
     /// Overlay repair and passive-view shuffle.

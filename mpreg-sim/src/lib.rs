@@ -30,6 +30,7 @@ pub mod anchors;
 pub mod compare;
 pub mod net;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 mod sim;
 pub mod topology;

@@ -374,6 +374,30 @@ impl Sim {
         i
     }
 
+    /// Adds `n` nodes that already know each other, as if a cluster had
+    /// converged (each imports every member record; nobody is connected
+    /// yet). Returns their indices.
+    pub fn add_converged(&mut self, n: usize, config: &Config) -> Vec<usize> {
+        let nodes: Vec<usize> = (0..n).map(|_| self.add_node(config.clone())).collect();
+        let records: Vec<mpreg_proto::wire::Update> = nodes
+            .iter()
+            .map(|i| {
+                mpreg_proto::wire::Update::Member(mpreg_proto::wire::MemberRecord {
+                    id: self.nodes[*i].id,
+                    addr: self.nodes[*i].addr.clone(),
+                    incarnation: self.nodes[*i].incarnation,
+                    state: mpreg_proto::MemberState::Alive,
+                    accusers: Vec::new(),
+                    name: config.name.as_str().into(),
+                })
+            })
+            .collect();
+        for &i in &nodes {
+            self.with_node(i, |n, now| n.import(now, &records));
+        }
+        nodes
+    }
+
     /// The node, unless it is crashed.
     pub fn node(&self, i: usize) -> Option<&Node> {
         self.nodes.get(i).and_then(|n| n.node.as_ref())
@@ -667,15 +691,18 @@ impl Sim {
             }
             break;
         }
+        // Arm a wake-up only when the deadline moved earlier than the one
+        // already queued: a wake-up that comes early finds nothing due and
+        // re-arms, which is cheaper than queueing one per change.
         let next = self.nodes[idx].node.as_ref().and_then(|n| n.poll_timeout());
         let n = &mut self.nodes[idx];
-        if next.is_some() && next != n.armed {
+        if let Some(t) = next
+            && n.armed.is_none_or(|a| t < a)
+        {
             n.timer_gen += 1;
-            n.armed = next;
+            n.armed = Some(t);
             let epoch = n.timer_gen;
-            if let Some(t) = next {
-                self.schedule(t, Ev::Timer { node: i, epoch });
-            }
+            self.schedule(t, Ev::Timer { node: i, epoch });
         }
     }
 

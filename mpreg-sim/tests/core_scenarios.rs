@@ -363,6 +363,7 @@ fn thousand_node_chain() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let mut sim = Sim::new(1);
+    sim.record_events = false;
     let nodes = chain(&mut sim, n, &Config::default());
     let wall = std::time::Instant::now();
     let mut last = 0;
@@ -404,4 +405,30 @@ fn thousand_node_chain() {
         }
     }
     assert!(took.is_some());
+}
+
+#[test]
+#[ignore = "large: memory of a converged cluster"]
+fn converged_snapshot_memory() {
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let wall = std::time::Instant::now();
+    let mut sim = Sim::new(1);
+    sim.record_events = false;
+    let nodes = sim.add_converged(n, &Config::default());
+    eprintln!("N={n}: imported in {:?}", wall.elapsed());
+    sim.run_for(Duration::from_secs(10));
+    let views: f64 = nodes
+        .iter()
+        .map(|i| sim.node(*i).unwrap().active_view().len() as f64)
+        .sum::<f64>()
+        / n as f64;
+    eprintln!(
+        "N={n}: 10 s simulated in {:?} total, events {}, mean view {views:.1}, converged {}",
+        wall.elapsed(),
+        sim.processed(),
+        converged(&sim, &nodes)
+    );
 }

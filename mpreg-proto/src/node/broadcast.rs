@@ -29,6 +29,8 @@ const MAX_ANNOUNCERS: usize = 4;
 pub(super) struct Plumtree {
     outbox: Vec<Outgoing>,
     missing: BTreeMap<UpdateId, Missing>,
+    /// Announcements waiting for the announce timer, per lazy peer.
+    announce: BTreeMap<NodeId, Vec<UpdateId>>,
 }
 
 #[derive(Debug)]
@@ -182,15 +184,52 @@ impl Node {
             }
             self.metrics.broadcast_copies += push.len() as u64;
             self.send_encoded(now, &addr, MessageKind::Gossip, &push, usize::MAX);
-            self.metrics.ihaves += ids.len() as u64;
-            for chunk in ids.chunks(IHAVE_BATCH) {
-                self.send(
-                    now,
-                    &addr,
-                    &Message::IHave(chunk.to_vec()),
-                    TrafficClass::Broadcast,
-                );
+            if ids.is_empty() {
+                continue;
             }
+            // An announcement goes at once unless one went to this peer
+            // within `ihave_delay`: then it waits, so that a burst of
+            // updates leaves as one frame per peer.
+            let delay = self.cfg.dissemination.ihave_delay;
+            let recent = self
+                .overlay
+                .active
+                .iter()
+                .find(|p| p.id == id)
+                .and_then(|p| p.announced)
+                .is_some_and(|t| now < t + delay);
+            if recent || self.plumtree.announce.contains_key(&id) {
+                self.plumtree.announce.entry(id).or_default().extend(ids);
+                self.timers.set_if_earlier(Timer::Announce, now + delay);
+            } else {
+                self.send_ihave(now, id, ids);
+            }
+        }
+    }
+
+    fn send_ihave(&mut self, now: Time, peer: NodeId, mut ids: Vec<UpdateId>) {
+        let Some(p) = self.overlay.active.iter_mut().find(|p| p.id == peer) else {
+            return;
+        };
+        p.announced = Some(now);
+        let addr = p.addr.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        self.metrics.ihaves += ids.len() as u64;
+        for chunk in ids.chunks(IHAVE_BATCH) {
+            self.send(
+                now,
+                &addr,
+                &Message::IHave(chunk.to_vec()),
+                TrafficClass::Broadcast,
+            );
+        }
+    }
+
+    /// Sends the announcements that waited.
+    pub(super) fn on_announce_timer(&mut self, now: Time) {
+        for (id, ids) in std::mem::take(&mut self.plumtree.announce) {
+            self.send_ihave(now, id, ids);
         }
     }
 
@@ -244,36 +283,33 @@ impl Node {
         sent
     }
 
-    /// Applies an update; returns the form worth relaying if it was new.
-    pub(super) fn apply_update(&mut self, now: Time, u: Update) -> Option<Update> {
+    /// Applies an update; returns whether it changed the replicated state.
+    pub(super) fn apply_update(&mut self, now: Time, u: &Update) -> bool {
         match u {
-            Update::Member(r) => {
-                let id = r.id;
-                if self.apply_member(now, r) {
-                    self.members.record(&id).map(Update::Member)
-                } else {
-                    None
-                }
-            }
-            Update::Catalog(d) => {
-                if self.apply_catalog(now, &d) {
-                    Some(Update::Catalog(d))
-                } else {
-                    None
-                }
-            }
+            Update::Member(r) => self.apply_member(now, r),
+            Update::Catalog(d) => self.apply_catalog(now, d),
+        }
+    }
+
+    /// What to relay after `u` changed the state: a member's merged record
+    /// (it may hold more accusers than `u`), or the delta as received.
+    pub(super) fn relay_form(&self, u: Update) -> Option<Update> {
+        match u {
+            Update::Member(r) => self.members.record(&r.id).map(Update::Member),
+            c @ Update::Catalog(_) => Some(c),
         }
     }
 
     pub(super) fn on_gossip(&mut self, now: Time, peer: Option<NodeId>, updates: Vec<Update>) {
         let mut fresh = false;
         for u in updates {
-            match self.apply_update(now, u) {
-                Some(relay) => {
-                    fresh = true;
+            if self.apply_update(now, &u) {
+                fresh = true;
+                if let Some(relay) = self.relay_form(u) {
                     self.relay(relay, peer);
                 }
-                None => self.metrics.duplicate_updates += 1,
+            } else {
+                self.metrics.duplicate_updates += 1;
             }
         }
         let Some(id) = peer else {

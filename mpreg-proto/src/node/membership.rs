@@ -277,37 +277,28 @@ impl Node {
         picks.into_iter().map(|p| p.1).collect()
     }
 
-    /// A uniformly random member (not this node) satisfying `pred`.
+    /// A random member (not this node) satisfying `pred`: the first member
+    /// at or after a random id, so O(log N) per try (ids are random, so
+    /// this is close to uniform). Gives up after a few tries: callers use
+    /// it for choices that a later tick can retry.
     pub(super) fn random_member(
         &mut self,
         pred: impl Fn(&NodeId, &crate::members::Member) -> bool,
     ) -> Option<(NodeId, Addr)> {
         use rand::RngExt;
-        let n = self.members.len();
-        if n <= 1 {
+        if self.members.len() <= 1 {
             return None;
         }
-        // Sample a few positions before falling back to a filtered scan.
-        for _ in 0..8 {
-            let i = self.rng.random_range(0..n);
-            if let Some((id, m)) = self.members.iter().nth(i)
+        for _ in 0..16 {
+            let at = NodeId::from_u128(self.rng.random());
+            if let Some((id, m)) = self.members.at_or_after(at)
                 && *id != self.me
                 && pred(id, m)
             {
                 return Some((*id, m.addr.clone()));
             }
         }
-        let all: Vec<(NodeId, Addr)> = self
-            .members
-            .iter()
-            .filter(|(id, m)| **id != self.me && pred(id, m))
-            .map(|(id, m)| (*id, m.addr.clone()))
-            .collect();
-        if all.is_empty() {
-            return None;
-        }
-        let i = self.rng.random_range(0..all.len());
-        Some(all[i].clone())
+        None
     }
 
     /// This node accuses `target`.
@@ -322,7 +313,7 @@ impl Node {
         rec.accusers.push(self.me);
         self.metrics.suspicions += 1;
         let addr = rec.addr.clone();
-        if self.apply_member(now, rec)
+        if self.apply_member(now, &rec)
             && let Some(merged) = self.members.record(&target)
         {
             self.broadcast(Update::Member(merged.clone()));
@@ -346,7 +337,7 @@ impl Node {
         }
         rec.state = MemberState::Dead;
         rec.accusers.clear();
-        if self.apply_member(now, rec.clone()) {
+        if self.apply_member(now, &rec) {
             self.metrics.deaths_declared += 1;
             self.broadcast(Update::Member(rec));
         }
@@ -385,15 +376,15 @@ impl Node {
 
     /// Merges a member record and reacts to the change. Returns whether
     /// anything changed (and so whether the record is worth relaying).
-    pub(super) fn apply_member(&mut self, now: Time, rec: MemberRecord) -> bool {
+    pub(super) fn apply_member(&mut self, now: Time, rec: &MemberRecord) -> bool {
         self.merge_member(now, rec)
             .is_some_and(|m| m != Merge::Unchanged)
     }
 
     /// As [`apply_member`](Node::apply_member), telling how it changed.
-    pub(super) fn merge_member(&mut self, now: Time, rec: MemberRecord) -> Option<Merge> {
+    pub(super) fn merge_member(&mut self, now: Time, rec: &MemberRecord) -> Option<Merge> {
         if rec.id == self.me && self.members.contains(&self.me) {
-            self.on_self_record(now, &rec);
+            self.on_self_record(now, rec);
             return None;
         }
         if !self.members.contains(&rec.id) && self.members.len() >= self.cfg.limits.max_members {
@@ -403,7 +394,7 @@ impl Node {
         let id = rec.id;
         let old_leaf = self.leaf(&id);
         let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
-        let merge = self.members.merge(&rec, cap, now);
+        let merge = self.members.merge(rec, cap, now);
         if merge == Merge::Unchanged {
             return Some(merge);
         }
@@ -416,7 +407,9 @@ impl Node {
     }
 
     fn react(&mut self, now: Time, id: NodeId, merge: &Merge) {
-        self.update_ring(now);
+        if self.ring_affected(id) {
+            self.update_ring(now);
+        }
         let Some(m) = self.members.get(&id) else {
             return;
         };
@@ -533,8 +526,12 @@ impl Node {
             self.timers.set(Timer::Join, now + retry);
             return;
         }
-        let seed_alive = self.members.iter().any(|(id, m)| {
-            *id != self.me && m.state == MemberState::Alive && self.seeds.contains(&m.addr)
+        // Seeds are known by address; their sessions say who answered.
+        let seed_alive = self.seeds.iter().any(|a| {
+            self.sessions
+                .node_of(a)
+                .and_then(|id| self.members.get(&id))
+                .is_some_and(|m| m.state == MemberState::Alive && m.addr == *a)
         });
         if !seed_alive {
             self.send_joins(now);
@@ -553,7 +550,7 @@ impl Node {
         } else {
             rec.addr.clone()
         };
-        if self.apply_member(now, rec)
+        if self.apply_member(now, &rec)
             && let Some(r) = self.members.record(&id)
         {
             self.broadcast(Update::Member(r));

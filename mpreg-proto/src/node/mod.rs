@@ -153,9 +153,11 @@ impl Node {
     /// node is created then.
     pub fn new(config: Config, identity: Identity, now: Time) -> Result<Node, ConfigError> {
         config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let sessions = session::Sessions::new(rand::RngExt::random(&mut rng));
         let mut node = Node {
             cluster_tag: wire::cluster_tag(&config.cluster_id),
-            rng: ChaCha8Rng::seed_from_u64(config.rng_seed),
+            rng,
             me: identity.id,
             addr: identity.addr,
             incarnation: identity.incarnation,
@@ -165,7 +167,7 @@ impl Node {
             members: MemberTable::default(),
             catalog: Catalog::default(),
             digest: RangeTree::default(),
-            sessions: session::Sessions::default(),
+            sessions,
             overlay: overlay::Overlay::default(),
             probes: membership::Probes::default(),
             plumtree: broadcast::Plumtree::default(),
@@ -179,7 +181,7 @@ impl Node {
             cfg: config,
         };
         let me = node.own_record(MemberState::Alive);
-        node.apply_member(now, me);
+        node.apply_member(now, &me);
         node.schedule_periodic(now);
         Ok(node)
     }
@@ -393,7 +395,10 @@ impl Node {
                 // predecessor) means its view holds us and ours does not.
                 // (An indirect probe's intermediary gets the same answer, and
                 // ignores it.)
-                if peer.is_some() && peer != self.ring_predecessor() {
+                if let Some(p) = peer
+                    && !self.is_active(p)
+                    && Some(p) != self.ring_predecessor()
+                {
                     self.check_symmetric(now, from, peer);
                 }
             }
@@ -442,6 +447,7 @@ impl Node {
                 Timer::ProbeTimeout(seq) => self.on_probe_timeout(now, seq),
                 Timer::Suspicion(id) => self.on_suspicion_timeout(now, id),
                 Timer::Graft => self.on_graft_timer(now),
+                Timer::Announce => self.on_announce_timer(now),
                 Timer::Sync => self.on_sync_timer(now),
                 Timer::Shuffle => self.on_shuffle_timer(now),
                 Timer::Join => self.on_join_timer(now),
@@ -532,6 +538,18 @@ impl Node {
         self.flush(now);
     }
 
+    /// Restores replicated state — a snapshot persisted before a restart,
+    /// or [`replicated_state`](Node::replicated_state) taken from a peer —
+    /// as if anti-entropy had delivered it, but without relaying anything:
+    /// the usual reconciliation brings in whatever changed since. Records of
+    /// this node itself are handled as usual (an older life is refuted).
+    pub fn import(&mut self, now: Time, state: &[wire::Update]) {
+        for u in state {
+            let _ = self.apply_update(now, u);
+        }
+        self.flush(now);
+    }
+
     /// Registers (or updates) a function on this node and broadcasts it.
     pub fn register(&mut self, now: Time, spec: FunctionSpec) -> Result<(), RegisterError> {
         spec.validate()?;
@@ -600,12 +618,20 @@ impl Node {
 
     /// The next frame to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() {
+            shrink(&mut self.transmits);
+        }
+        t
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            shrink(&mut self.events);
+        }
+        e
     }
 
     /// When to call [`handle_timeout`](Node::handle_timeout) next.
@@ -661,6 +687,14 @@ impl Node {
         for e in std::mem::take(&mut self.calls.finished) {
             self.events.push_back(e);
         }
+    }
+}
+
+/// A drained queue gives back memory a burst made it take (a node that
+/// imported or learned N members at once queued N events).
+fn shrink<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > 1024 {
+        q.shrink_to(64);
     }
 }
 

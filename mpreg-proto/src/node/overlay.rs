@@ -34,6 +34,8 @@ pub(super) struct Overlay {
     /// active peer: probed like one, so every live member has a prober
     /// whatever shape the overlay is in.
     pub(super) ring: Option<ActivePeer>,
+    /// The ring successor last computed.
+    ring_succ: Option<NodeId>,
 }
 
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub(super) struct ActivePeer {
     pub(super) eager: bool,
     pub(super) last_heard: Time,
     pub(super) rtt: Rtt,
+    /// When this node last sent it an "I have".
+    pub(super) announced: Option<Time>,
 }
 
 impl Node {
@@ -128,12 +132,22 @@ impl Node {
         self.ring_neighbor(false).map(|p| p.0)
     }
 
+    /// Whether a change to member `id` can change this node's ring
+    /// successor: it is the successor, or no farther along the ring.
+    pub(super) fn ring_affected(&self, id: NodeId) -> bool {
+        let dist = |x: NodeId| x.as_u128().wrapping_sub(self.me.as_u128());
+        match self.overlay.ring_succ {
+            Some(s) => dist(id) <= dist(s),
+            None => true,
+        }
+    }
+
     /// Keeps the ring successor probed: as a probe-only peer unless it is
     /// an active peer already.
     pub(super) fn update_ring(&mut self, now: Time) {
-        let want = self
-            .ring_neighbor(true)
-            .filter(|(id, _)| !self.is_active(*id));
+        let succ = self.ring_neighbor(true);
+        self.overlay.ring_succ = succ.as_ref().map(|s| s.0);
+        let want = succ.filter(|(id, _)| !self.is_active(*id));
         if self.overlay.ring.as_ref().map(|r| r.id) == want.as_ref().map(|w| w.0) {
             return;
         }
@@ -153,6 +167,7 @@ impl Node {
                 eager: false,
                 last_heard: now,
                 rtt: Rtt::default(),
+                announced: None,
             });
             let period = self.cfg.membership.probe_period;
             self.timers.set(Timer::Probe(id), now + period);
@@ -173,6 +188,7 @@ impl Node {
             eager: true,
             last_heard: now,
             rtt: Rtt::default(),
+            announced: None,
         });
         self.events.push_back(Event::Connect(addr.clone()));
         let period = self.cfg.membership.probe_period;
@@ -280,7 +296,7 @@ impl Node {
         if id == self.me {
             return;
         }
-        self.apply_member(now, n.sender);
+        self.apply_member(now, &n.sender);
         if self.members.get(&id).is_some_and(|m| !m.state.is_live()) {
             // We hold it Dead at its incarnation: it must refute first.
             self.send(
@@ -352,7 +368,7 @@ impl Node {
         if id == self.me {
             return;
         }
-        self.apply_member(now, fj.joiner.clone());
+        self.apply_member(now, &fj.joiner);
         if fj.ttl == 0 || self.overlay.active.len() <= 1 {
             self.request_neighbor(now, id, addr, false);
             return;

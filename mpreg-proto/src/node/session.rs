@@ -10,7 +10,7 @@ use crate::metrics::Limit;
 use crate::time::Time;
 use crate::wire::{self, Hello, Message, MessageKind, Role};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 const TOKEN: u64 = 1_000_000;
 
@@ -27,9 +27,19 @@ struct Session {
     told: Option<Time>,
 }
 
-#[derive(Debug, Default)]
+/// Keyed by address, hashed with a per-node seed (from the node's own RNG:
+/// deterministic, yet not predictable by peers choosing addresses).
+#[derive(Debug)]
 pub(super) struct Sessions {
-    map: BTreeMap<Addr, Session>,
+    map: HashMap<Addr, Session, foldhash::fast::FixedState>,
+}
+
+impl Sessions {
+    pub(super) fn new(seed: u64) -> Sessions {
+        Sessions {
+            map: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)),
+        }
+    }
 }
 
 impl Sessions {

@@ -75,8 +75,23 @@ impl Node {
         }
         // Re-probe one Dead member per interval: this is how the sides of a
         // healed partition find each other again.
-        if let Some((_, addr)) = self.random_member(|_, m| m.state == MemberState::Dead) {
-            self.start_sync(now, &addr);
+        let dead: Vec<NodeId> = self
+            .members
+            .gone()
+            .iter()
+            .filter(|id| {
+                self.members
+                    .get(id)
+                    .is_some_and(|m| m.state == MemberState::Dead)
+            })
+            .copied()
+            .collect();
+        if !dead.is_empty() {
+            let id = dead[self.rng.random_range(0..dead.len())];
+            if let Some(m) = self.members.get(&id) {
+                let addr = m.addr.clone();
+                self.start_sync(now, &addr);
+            }
         }
         self.collect_garbage(now);
         let next = self.jitter(self.cfg.sync_interval(self.members.live_count()));
@@ -88,9 +103,16 @@ impl Node {
         let window = self.cfg.membership.reconnect_window;
         let old: Vec<NodeId> = self
             .members
+            .gone()
             .iter()
-            .filter(|(id, m)| **id != self.me && !m.state.is_live() && m.since() + window <= now)
-            .map(|(id, _)| *id)
+            .filter(|id| {
+                **id != self.me
+                    && self
+                        .members
+                        .get(id)
+                        .is_some_and(|m| m.since() + window <= now)
+            })
+            .copied()
             .collect();
         for id in old {
             let leaf = self.leaf(&id);
@@ -252,9 +274,11 @@ impl Node {
             // the cluster may lack it too (a healed partition, a cold start).
             // A joiner learning the whole cluster has no other peer yet, so
             // this costs nothing there.
-            if let Some(changed) = self.apply_update(now, u) {
+            if self.apply_update(now, &u) {
                 news += 1;
-                self.relay(changed, peer);
+                if let Some(changed) = self.relay_form(u) {
+                    self.relay(changed, peer);
+                }
             }
         }
         self.metrics.sync_updates_applied += news;
