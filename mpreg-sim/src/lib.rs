@@ -38,5 +38,5 @@ pub mod topology;
 pub use net::{Link, LinkModel, NetConfig};
 pub use sim::{
     CallRecord, Handler, InvocationRecord, Log, Misbehavior, NetStats, Observed, Sim, SimNode,
-    derive_seed,
+    Tally, derive_seed,
 };

@@ -76,6 +76,63 @@ fn peak_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * 4096.0 / 1048576.0)
+}
+
+fn phase(name: &str, sim: &Sim, wall: &Instant) {
+    if std::env::var("MPREG_PHASES").is_ok() {
+        let mut kinds = Vec::new();
+        for k in mpreg_proto::wire::MessageKind::ALL {
+            let f: u64 = sim
+                .up_nodes()
+                .iter()
+                .filter_map(|i| sim.node(*i))
+                .map(|n| n.metrics().frames_out[k.index()])
+                .sum();
+            if f > 0 {
+                kinds.push(format!("{k:?}={f}"));
+            }
+        }
+        eprintln!("  kinds {}", kinds.join(" "));
+        let (mut o, mut r, mut su, mut d, mut dup) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for n in sim.up_nodes().iter().filter_map(|i| sim.node(*i)) {
+            let m = n.metrics();
+            o += m.broadcasts_originated;
+            r += m.broadcasts_relayed;
+            su += m.suspicions;
+            d += m.deaths_declared;
+            dup += m.duplicate_updates;
+        }
+        eprintln!("  originated {o} relayed {r} suspicions {su} deaths {d} dups {dup}");
+        let (mut ses, mut tim, mut q, mut pend) = (0usize, 0usize, 0usize, 0usize);
+        for n in sim.up_nodes().iter().filter_map(|i| sim.node(*i)) {
+            ses += n.session_count();
+            tim += n.timer_count();
+            q += n.queued_transmits();
+            pend += n.pending_calls();
+        }
+        eprintln!(
+            "  sessions {ses} timers {tim} queued {q} pending {pend} sim {:?}",
+            sim.debug_sizes()
+        );
+        eprintln!(
+            "phase {name}: t={:?} rss {:.0} MiB wall {:.1}s events {}",
+            sim.now(),
+            rss_mib(),
+            wall.elapsed().as_secs_f64(),
+            sim.processed()
+        );
+    }
+}
+
 fn reset_peak() {
     // Linux: writing 5 to clear_refs resets the peak RSS.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -101,6 +158,7 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
         Start::Cold => scenario::chain(&mut sim, n, &cfg),
         Start::Snapshot => sim.add_converged(n, &cfg),
     };
+    phase("built", &sim, &wall);
     let end = Time::from_secs(seconds);
     let step = Duration::from_millis(5);
     let min_view = cfg.overlay.active_view_min;
@@ -114,6 +172,7 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
         })
         .map(|t| t.since_epoch().as_secs_f64());
     progress(sim.now().as_micros() as f64 / end.as_micros() as f64);
+    phase("joined", &sim, &wall);
 
     // Steady state: a window after the join settles.
     let window_start = (sim.now() + Duration::from_secs(5)).min(end);
@@ -122,6 +181,7 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
     let (frames, bytes) = scenario::steady_rate(&mut sim, &nodes, window);
     progress(sim.now().as_micros() as f64 / end.as_micros() as f64);
 
+    phase("steady", &sim, &wall);
     // Registrations, one at a time.
     let functions = 5;
     let mut props = Vec::new();
@@ -139,6 +199,7 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
     }
     progress(sim.now().as_micros() as f64 / end.as_micros() as f64);
 
+    phase("registered", &sim, &wall);
     // Crash 1% (at least one), silently, all at once.
     let crashed: Vec<usize> = (0..(n / 100).max(1))
         .map(|k| nodes[(k * 104_729 + 7) % n])
@@ -151,9 +212,10 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
     let live: Vec<usize> = nodes.iter().copied().filter(|i| sim.is_up(*i)).collect();
     let mut detected: Vec<Option<f64>> = vec![None; ids.len()];
     let limit = (crash_at + Duration::from_secs(30)).max(end);
-    sim.run_until_true(limit, Duration::from_millis(50), |s| {
+    sim.run_until_true(limit, Duration::from_millis(5), |s| {
         for (k, id) in ids.iter().enumerate() {
             if detected[k].is_none()
+                && s.tally.down.get(id).is_some_and(|d| *d >= live.len())
                 && live
                     .iter()
                     .filter_map(|i| s.node(*i))
@@ -164,16 +226,14 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
         }
         detected.iter().all(Option::is_some)
     });
+    phase("detected", &sim, &wall);
     sim.run_until(end.max(sim.now()));
     progress(1.0);
+    phase("end", &sim, &wall);
+    // Live nodes that any node ever declared Dead.
     let false_dead = live
         .iter()
-        .filter(|j| {
-            let id = sim.id(**j);
-            live.iter()
-                .filter_map(|i| sim.node(*i))
-                .any(|nd| nd.member_state(&id) == Some(MemberState::Dead))
-        })
+        .filter(|j| sim.tally.down.contains_key(&sim.id(**j)))
         .count();
     let conns: Vec<usize> = live.iter().map(|i| sim.connections(*i)).collect();
     let mut rest: Vec<u64> = copies.iter().skip(1).copied().collect();

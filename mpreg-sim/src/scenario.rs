@@ -121,10 +121,13 @@ pub fn propagation(
 ) -> Option<Duration> {
     sim.register(on, FunctionSpec::new(name));
     time_until(sim, limit, Duration::from_micros(500), |s| {
-        nodes
-            .iter()
-            .filter_map(|i| s.node(*i))
-            .all(|n| !n.catalog().providers(name).is_empty())
+        // The event tally says when it may be complete; the catalogs say
+        // whether it is.
+        s.tally.added.get(name).is_some_and(|k| *k >= nodes.len())
+            && nodes
+                .iter()
+                .filter_map(|i| s.node(*i))
+                .all(|n| !n.catalog().providers(name).is_empty())
     })
 }
 
@@ -138,11 +141,13 @@ pub fn detection(
 ) -> Option<Duration> {
     let id = sim.id(victim);
     sim.crash(victim);
+    let need = nodes.iter().filter(|i| sim.is_up(**i)).count();
     time_until(sim, limit, Duration::from_millis(1), |s| {
-        nodes
-            .iter()
-            .filter_map(|i| s.node(*i))
-            .all(|n| n.member_state(&id) == Some(MemberState::Dead))
+        s.tally.down.get(&id).is_some_and(|k| *k >= need)
+            && nodes
+                .iter()
+                .filter_map(|i| s.node(*i))
+                .all(|n| n.member_state(&id) == Some(MemberState::Dead))
     })
 }
 

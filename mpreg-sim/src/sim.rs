@@ -97,6 +97,17 @@ pub struct NetStats {
     pub trace: u64,
 }
 
+/// Counts of events the nodes emitted, kept even when full recording is
+/// off: how many nodes marked a member Dead, and how many nodes' catalogs
+/// gained a function. Large runs check these instead of polling every node.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// `MemberDown` events per member.
+    pub down: HashMap<NodeId, usize>,
+    /// `FunctionAdded` events per function name.
+    pub added: HashMap<String, usize>,
+}
+
 /// One simulated process.
 pub struct SimNode {
     node: Option<Node>,
@@ -222,6 +233,8 @@ pub struct Sim {
     pub record_events: bool,
     /// Network counters.
     pub stats: NetStats,
+    /// Event counts.
+    pub tally: Tally,
     processed: u64,
 }
 
@@ -268,6 +281,7 @@ impl Sim {
             log: Log::default(),
             record_events: true,
             stats: NetStats::default(),
+            tally: Tally::default(),
             processed: 0,
         };
         let sweep = sim.net.idle_timeout / 2;
@@ -572,6 +586,16 @@ impl Sim {
             .count()
     }
 
+    /// Internal sizes: connections, held frames, queued events.
+    pub fn debug_sizes(&self) -> (usize, usize, usize) {
+        let held = self
+            .conns
+            .values()
+            .map(|c| c.dir[0].held.len() + c.dir[1].held.len())
+            .sum();
+        (self.conns.len(), held, self.queue.len())
+    }
+
     /// Open connections of a node (dialling ones included).
     pub fn connections(&self, i: usize) -> usize {
         let me = i as u32;
@@ -747,6 +771,13 @@ impl Sim {
             }
             Event::InvocationCancelled(_) | Event::LimitHit(_) => {}
             other => {
+                match &other {
+                    Event::MemberDown { id } => *self.tally.down.entry(*id).or_default() += 1,
+                    Event::FunctionAdded { name, .. } => {
+                        *self.tally.added.entry(name.to_string()).or_default() += 1
+                    }
+                    _ => {}
+                }
                 if self.record_events {
                     self.log.events.push(Observed {
                         at: now,

@@ -84,5 +84,12 @@ fn connections_per_node_stay_bounded_at_n_500() {
         views.iter().max().unwrap()
     );
     assert!(views.iter().all(|v| *v <= view));
-    assert!(max <= view + 4, "max {max} connections > {view} + 4");
+    // The constant: a probe-only link to the ring successor and one from
+    // the ring predecessor while they are outside the view, plus a few
+    // short-lived dials (indirect probes, anti-entropy with a random member).
+    let constant = 2 + 3;
+    assert!(
+        max <= view + constant,
+        "max {max} connections > {view} + {constant}"
+    );
 }

@@ -120,6 +120,45 @@ fn a_crashed_node_is_dead_everywhere_within_the_detection_bound() {
 }
 
 #[test]
+fn a_killed_process_is_detected_faster_than_a_silent_crash() {
+    // A killed process's host refuses connections: probes move on at once
+    // instead of waiting out their timeouts.
+    for_seeds(&[24, 25], |seed| {
+        let cfg = Config::default();
+        let mut times = Vec::new();
+        for silent in [true, false] {
+            let (mut sim, nodes) = converged_chain(seed, 50, &cfg);
+            sim.run_for(Duration::from_secs(5));
+            let vid = sim.id(25);
+            if silent {
+                sim.crash(25)
+            } else {
+                sim.kill(25)
+            }
+            let took = within(&mut sim, cfg.detection_bound(50), |s| {
+                nodes
+                    .iter()
+                    .filter(|i| s.is_up(**i))
+                    .all(|i| s.node(*i).unwrap().member_state(&vid) == Some(MemberState::Dead))
+            })
+            .expect("detected within the bound");
+            times.push(took);
+        }
+        eprintln!(
+            "seed {seed}: silent crash {:?}, kill {:?}",
+            times[0], times[1]
+        );
+        let m = &cfg.membership;
+        let without_timeouts = m.probe_period + cfg.suspicion_max(50) + m.dissemination_allowance;
+        assert!(
+            times[1] <= without_timeouts,
+            "kill took {:?} > {without_timeouts:?}",
+            times[1]
+        );
+    });
+}
+
+#[test]
 fn five_percent_loss_for_a_thousand_periods_declares_no_live_node_dead() {
     for_seeds(&[31], |seed| {
         let (mut sim, _nodes) = converged_chain(seed, 50, &Config::default());
@@ -165,6 +204,11 @@ fn a_leave_is_seen_everywhere_within_a_second_and_its_functions_stop_being_routa
         })
         .expect("Left everywhere within 1 s");
         eprintln!("seed {seed}: leave seen everywhere in {took:?}");
+        // The raw catalog remembers the entry; the routable view does not.
+        let n0 = sim.node(0).unwrap();
+        assert_eq!(n0.catalog().providers("only-on-ten").len(), 1);
+        assert_eq!(n0.live_providers("only-on-ten").count(), 0);
+        assert!(!n0.funtimes().contains_key("only-on-ten"));
         sim.crash(10);
         for i in [0, 20, 49] {
             let r = sim.call(i, Call::new("only-on-ten"));

@@ -13,6 +13,7 @@
 use super::Node;
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
+use crate::members::MemberState;
 use crate::metrics::Limit;
 use crate::time::Time;
 use crate::timers::Timer;
@@ -55,6 +56,17 @@ enum Mode {
 struct Missing {
     announcers: Vec<NodeId>,
     deadline: Time,
+}
+
+/// What applying an update did.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(super) enum Applied {
+    /// Nothing: it was known.
+    Nothing,
+    /// The state changed, but not in a way worth a broadcast wave.
+    Quiet,
+    /// News, to relay.
+    News,
 }
 
 /// The id an update is announced by.
@@ -284,11 +296,48 @@ impl Node {
     }
 
     /// Applies an update; returns whether it changed the replicated state.
-    pub(super) fn apply_update(&mut self, now: Time, u: &Update) -> bool {
-        match u {
-            Update::Member(r) => self.apply_member(now, r),
-            Update::Catalog(d) => self.apply_catalog(now, d),
+    pub(super) fn apply_update(&mut self, now: Time, u: &Update) -> Applied {
+        let changed = match u {
+            Update::Member(r) => {
+                let before = self
+                    .members
+                    .get(&r.id)
+                    .map(|m| (m.incarnation, m.state, self.members.accusers(&r.id).len()));
+                if !self.apply_member(now, r) {
+                    Applied::Nothing
+                } else {
+                    // A suspicion that only gained accusers is kept, not
+                    // relayed: confirmations matter to the accusers, which
+                    // tell each other directly; everyone else needs only
+                    // the first Suspect and the verdict. Anti-entropy
+                    // reconciles the exact sets.
+                    let after = self.members.get(&r.id).map(|m| (m.incarnation, m.state));
+                    match (before, after) {
+                        (Some((i0, MemberState::Suspect, _)), Some((i1, MemberState::Suspect)))
+                            if i0 == i1 =>
+                        {
+                            Applied::Quiet
+                        }
+                        _ => Applied::News,
+                    }
+                }
+            }
+            Update::Catalog(d) => {
+                if self.apply_catalog(now, d) {
+                    Applied::News
+                } else {
+                    Applied::Nothing
+                }
+            }
+        };
+        // An announced update that arrived is no longer missing.
+        if !self.plumtree.missing.is_empty() {
+            let id = update_id(u);
+            if self.have(&id) {
+                self.plumtree.missing.remove(&id);
+            }
         }
+        changed
     }
 
     /// What to relay after `u` changed the state: a member's merged record
@@ -303,13 +352,15 @@ impl Node {
     pub(super) fn on_gossip(&mut self, now: Time, peer: Option<NodeId>, updates: Vec<Update>) {
         let mut fresh = false;
         for u in updates {
-            if self.apply_update(now, &u) {
-                fresh = true;
-                if let Some(relay) = self.relay_form(u) {
-                    self.relay(relay, peer);
+            match self.apply_update(now, &u) {
+                Applied::News => {
+                    fresh = true;
+                    if let Some(relay) = self.relay_form(u) {
+                        self.relay(relay, peer);
+                    }
                 }
-            } else {
-                self.metrics.duplicate_updates += 1;
+                Applied::Quiet => fresh = true,
+                Applied::Nothing => self.metrics.duplicate_updates += 1,
             }
         }
         let Some(id) = peer else {

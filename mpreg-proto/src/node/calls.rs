@@ -720,21 +720,22 @@ impl Node {
                     .filter_map(|(id, _)| self.members.record(id))
                     .collect(),
             ),
-            Query::Catalog => QueryAnswer::Catalog(
-                self.catalog
-                    .functions()
-                    .flat_map(|(name, ps)| {
-                        ps.iter().map(move |p| {
-                            (
-                                p.node,
-                                CompactString::new(name),
-                                p.version.clone(),
-                                p.body.clone(),
-                            )
-                        })
-                    })
-                    .collect(),
-            ),
+            // What can be called now: entries of Dead and Left members are
+            // left out.
+            Query::Catalog => {
+                let mut entries = Vec::new();
+                for (name, _) in self.catalog.functions() {
+                    for p in self.live_providers(name) {
+                        entries.push((
+                            p.node,
+                            CompactString::new(name),
+                            p.version.clone(),
+                            p.body.clone(),
+                        ));
+                    }
+                }
+                QueryAnswer::Catalog(entries)
+            }
         };
         let msg = Message::ClientAnswer((token, answer));
         let frame = wire::encode(&msg, wire::MIN_PROTOCOL_VERSION, self.cluster_tag);

@@ -49,6 +49,7 @@ enum Probe {
     Forward {
         origin: Addr,
         origin_seq: u32,
+        target: Addr,
     },
 }
 
@@ -138,7 +139,9 @@ impl Node {
             Probe::Indirect { .. } => {
                 self.probes.health = self.probes.health.saturating_sub(1);
             }
-            Probe::Forward { origin, origin_seq } => {
+            Probe::Forward {
+                origin, origin_seq, ..
+            } => {
                 self.send(
                     now,
                     &origin,
@@ -165,6 +168,7 @@ impl Node {
             Probe::Forward {
                 origin: from.clone(),
                 origin_seq: req.seq,
+                target: req.addr.clone(),
             },
         );
         // Answer (with a nack) before the requester gives up.
@@ -181,9 +185,16 @@ impl Node {
         }
     }
 
-    pub(super) fn on_nack(&mut self, seq: u32) {
-        if let Some(Probe::Indirect { nacks, .. }) = self.probes.outstanding.get_mut(&seq) {
+    pub(super) fn on_nack(&mut self, now: Time, seq: u32) {
+        if let Some(Probe::Indirect {
+            nacks, expected, ..
+        }) = self.probes.outstanding.get_mut(&seq)
+        {
             *nacks += 1;
+            // Every helper failed to reach it: no need to wait any longer.
+            if *nacks >= *expected {
+                self.on_probe_timeout(now, seq);
+            }
         }
     }
 
@@ -234,7 +245,9 @@ impl Node {
                 }
                 self.suspect(now, target);
             }
-            Probe::Forward { origin, origin_seq } => {
+            Probe::Forward {
+                origin, origin_seq, ..
+            } => {
                 self.send(
                     now,
                     &origin,
@@ -309,6 +322,13 @@ impl Node {
         if !rec.state.is_live() {
             return;
         }
+        // A suspicion that already carries every confirmation that can
+        // shorten it needs no more accusers: one more would only be another
+        // cluster-wide wave of the same news.
+        let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
+        if rec.state == MemberState::Suspect && rec.accusers.len() >= cap {
+            return;
+        }
         rec.state = MemberState::Suspect;
         rec.accusers.push(self.me);
         self.metrics.suspicions += 1;
@@ -316,6 +336,15 @@ impl Node {
         if self.apply_member(now, &rec)
             && let Some(merged) = self.members.record(&target)
         {
+            // The first accusation spreads as news; a confirmation stops at
+            // nodes that already knew, so the other accusers are told here.
+            let me = self.me;
+            for a in merged.accusers.iter().filter(|a| **a != me) {
+                if let Some(addr) = self.members.get(a).map(|m| m.addr.clone()) {
+                    let u = [Update::Member(merged.clone())];
+                    self.send_updates(now, &addr, crate::wire::MessageKind::Gossip, &u, 1);
+                }
+            }
             self.broadcast(Update::Member(merged.clone()));
             // Tell the suspect directly so it can refute at once.
             self.send_updates(
@@ -343,7 +372,7 @@ impl Node {
         }
     }
 
-    fn schedule_suspicion(&mut self, now: Time, id: NodeId, incarnation: u64) {
+    pub(super) fn schedule_suspicion(&mut self, now: Time, id: NodeId, incarnation: u64) {
         let entry = self
             .probes
             .suspicions
@@ -353,10 +382,17 @@ impl Node {
             *entry = (incarnation, now);
         }
         let started = entry.1;
-        let confirmations = self.members.accusers(&id).len().saturating_sub(1) as u32;
-        let timeout = self
+        let accusers = self.members.accusers(&id);
+        let confirmations = accusers.len().saturating_sub(1) as u32;
+        let mut timeout = self
             .cfg
             .suspicion_timeout(self.members.live_count(), confirmations);
+        // Accusers declare the verdict; everyone else gives their broadcast
+        // the dissemination allowance to arrive, and declares only if it
+        // does not (otherwise every node would broadcast its own verdict).
+        if !accusers.contains(&self.me) {
+            timeout += self.cfg.membership.dissemination_allowance;
+        }
         self.timers.set(Timer::Suspicion(id), started + timeout);
     }
 
@@ -400,7 +436,7 @@ impl Node {
         }
         let new_leaf = self.leaf(&id);
         self.digest.update(id, old_leaf, new_leaf);
-        if id != self.me {
+        if id != self.me && !self.importing {
             self.react(now, id, &merge);
         }
         Some(merge)
@@ -584,6 +620,26 @@ impl Node {
     /// The runtime lost the connection to `addr`, or could not open it.
     pub(super) fn on_unreachable(&mut self, now: Time, addr: &Addr) {
         self.provider_unreachable(now, addr);
+        // A refused or broken connection answers a probe early: a direct
+        // probe of that address moves on to indirect probes at once, and a
+        // probe forwarded for someone else is nacked at once.
+        let early: Vec<u32> = self
+            .probes
+            .outstanding
+            .iter()
+            .filter(|(_, p)| match p {
+                Probe::Direct { target, .. } => {
+                    self.members.get(target).is_some_and(|m| m.addr == *addr)
+                }
+                Probe::Forward { target, .. } => target == addr,
+                Probe::Indirect { .. } => false,
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in early {
+            self.timers.cancel(Timer::ProbeTimeout(seq));
+            self.on_probe_timeout(now, seq);
+        }
         // An active peer whose connection broke is probed at once (the
         // ping opens a new connection); if it is gone, the usual probe
         // path suspects it.

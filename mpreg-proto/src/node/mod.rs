@@ -29,7 +29,7 @@ use crate::wire::{self, DecodeError, MemberRecord, Message, Role};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Who a node is: a stable id, where it listens, and its incarnation.
 ///
@@ -145,6 +145,8 @@ pub struct Node {
     events: VecDeque<Event>,
     metrics: Metrics,
     limits_reported: u32,
+    /// Set while [`import`](Node::import) runs.
+    importing: bool,
 }
 
 impl Node {
@@ -178,6 +180,7 @@ impl Node {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             limits_reported: 0,
+            importing: false,
             cfg: config,
         };
         let me = node.own_record(MemberState::Alive);
@@ -246,6 +249,39 @@ impl Node {
     /// The replicated catalog (the funtimes view).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Providers of `function` that can be routed to now (live members).
+    pub fn live_providers(&self, function: &str) -> impl Iterator<Item = &crate::Provider> + '_ {
+        self.catalog
+            .providers(function)
+            .iter()
+            .filter(|p| self.is_routable(&p.node))
+    }
+
+    /// The funtimes view of what can be called now: function → resource
+    /// set → live nodes serving it. (The raw [`catalog`](Node::catalog) also
+    /// keeps the entries of Dead and Left members, for as long as they are
+    /// remembered.)
+    pub fn funtimes(&self) -> BTreeMap<String, BTreeMap<crate::ResourceSet, Vec<NodeId>>> {
+        let mut out: BTreeMap<String, BTreeMap<crate::ResourceSet, Vec<NodeId>>> = BTreeMap::new();
+        for (name, providers) in self.catalog.functions() {
+            for p in providers.iter().filter(|p| self.is_routable(&p.node)) {
+                out.entry(name.to_string())
+                    .or_default()
+                    .entry(p.body.resources.clone())
+                    .or_default()
+                    .push(p.node);
+            }
+        }
+        out
+    }
+
+    fn is_routable(&self, node: &NodeId) -> bool {
+        if *node == self.me {
+            return self.status == Status::Active;
+        }
+        self.members.get(node).is_some_and(|m| m.state.is_live())
     }
 
     /// Counters.
@@ -405,7 +441,7 @@ impl Node {
             Message::Ack(ack) => self.on_ack(now, from, peer, ack),
             Message::PingReq(req) => self.on_ping_req(now, from, req),
             Message::IndirectAck(seq) => self.on_indirect_ack(now, seq),
-            Message::Nack(seq) => self.on_nack(seq),
+            Message::Nack(seq) => self.on_nack(now, seq),
             Message::Join(rec) => self.on_join(now, from, rec),
             Message::ForwardJoin(fj) => self.on_forward_join(now, peer, fj),
             Message::Neighbor(n) => self.on_neighbor(now, from, n),
@@ -544,9 +580,31 @@ impl Node {
     /// the usual reconciliation brings in whatever changed since. Records of
     /// this node itself are handled as usual (an older life is refuted).
     pub fn import(&mut self, now: Time, state: &[wire::Update]) {
+        // Restored state is not news: no member or function events (read
+        // `members()` and `catalog()` afterwards).
+        self.importing = true;
         for u in state {
             let _ = self.apply_update(now, u);
         }
+        self.importing = false;
+        self.events.retain(|e| {
+            !matches!(
+                e,
+                Event::FunctionAdded { .. } | Event::FunctionRemoved { .. }
+            )
+        });
+        // Imported suspicions still run their course.
+        let suspects: Vec<(NodeId, Incarnation)> = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != self.me && m.state == MemberState::Suspect)
+            .map(|(id, m)| (*id, m.incarnation))
+            .collect();
+        for (id, inc) in suspects {
+            self.schedule_suspicion(now, id, inc);
+        }
+        self.update_ring(now);
+        self.schedule_repair(now);
         self.flush(now);
     }
 
@@ -693,8 +751,8 @@ impl Node {
 /// A drained queue gives back memory a burst made it take (a node that
 /// imported or learned N members at once queued N events).
 fn shrink<T>(q: &mut VecDeque<T>) {
-    if q.capacity() > 1024 {
-        q.shrink_to(64);
+    if q.capacity() > 64 {
+        q.shrink_to(8);
     }
 }
 

@@ -17,6 +17,7 @@
 //! interval per hop.
 
 use super::Node;
+use super::broadcast::Applied;
 use crate::digest::{self, MAX_LEVEL};
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
@@ -274,11 +275,15 @@ impl Node {
             // the cluster may lack it too (a healed partition, a cold start).
             // A joiner learning the whole cluster has no other peer yet, so
             // this costs nothing there.
-            if self.apply_update(now, &u) {
-                news += 1;
-                if let Some(changed) = self.relay_form(u) {
-                    self.relay(changed, peer);
+            match self.apply_update(now, &u) {
+                Applied::News => {
+                    news += 1;
+                    if let Some(changed) = self.relay_form(u) {
+                        self.relay(changed, peer);
+                    }
                 }
+                Applied::Quiet => news += 1,
+                Applied::Nothing => {}
             }
         }
         self.metrics.sync_updates_applied += news;
