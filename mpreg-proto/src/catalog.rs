@@ -26,6 +26,7 @@ pub type ResourceSet = BTreeSet<CompactString>;
 
 /// What a catalog entry says about a function beyond its name and version.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FnBody {
     /// Resources the serving node has.
     pub resources: ResourceSet,

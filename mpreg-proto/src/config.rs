@@ -14,6 +14,7 @@ use thiserror::Error;
 /// group the knobs by concern. Call [`Config::validate`] (done by
 /// [`Node::new`](crate::Node::new)) to get typed errors instead of surprises.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Config {
     /// The cluster this node belongs to; frames from other clusters are
     /// rejected. Default `"default"`.
@@ -37,6 +38,7 @@ pub struct Config {
 
 /// SWIM/Lifeguard failure detection over the active view.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MembershipConfig {
     /// The protocol period: an active peer silent for this long is pinged.
     /// Default 1 s.
@@ -79,6 +81,7 @@ pub struct MembershipConfig {
 
 /// HyParView-style bounded overlay.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OverlayConfig {
     /// The active view aims for `⌈log₂ N⌉ + active_view_extra` peers.
     /// Default 1.
@@ -105,6 +108,7 @@ pub struct OverlayConfig {
 
 /// Plumtree broadcast and anti-entropy.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DisseminationConfig {
     /// Longest a node waits after an "I have" for the eager copy before
     /// grafting the announcer into the tree; the wait is three round trips
@@ -129,6 +133,7 @@ pub struct DisseminationConfig {
 
 /// Calls and invocations.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CallConfig {
     /// Budget of a call that does not set one. Default 30 s.
     pub default_timeout: Duration,
@@ -141,6 +146,7 @@ pub struct CallConfig {
 /// Caps on state an input can grow. Hitting one is counted in
 /// [`Metrics::limits_hit`](crate::Metrics) — never a panic.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Limits {
     /// Largest frame accepted or produced. Default 16 MiB.
     pub max_frame_size: usize,

@@ -10,6 +10,7 @@ use thiserror::Error;
 /// in [`Event::CallDone`](crate::Event::CallDone) otherwise, and carried on
 /// the wire to callers on other nodes.
 #[derive(Debug, Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum CallError {
     /// No node has registered a function of this name (and version).
     #[error("no function {0:?} is registered")]

@@ -125,10 +125,12 @@ pub struct MemberRecord {
 
 /// One catalog entry of an owner, or its tombstone.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CatalogEntry {
     /// Function name.
     pub name: CompactString,
     /// Function version.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version))]
     pub version: Version,
     /// The owner's counter when it wrote this entry.
     pub counter: u64,
@@ -139,6 +141,7 @@ pub struct CatalogEntry {
 /// Changes to one owner's catalog. `complete` marks a full snapshot: any
 /// entry below `floor` that it does not list has been removed.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CatalogDelta {
     /// The node whose functions these are (the only writer).
     pub owner: NodeId,
@@ -154,6 +157,7 @@ pub struct CatalogDelta {
 
 /// A unit of replicated state: what broadcasts and anti-entropy carry.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Update {
     /// A member record.
     Member(MemberRecord),
@@ -200,16 +204,19 @@ pub struct RangeDigest {
 
 /// A call on the wire.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CallRequest {
     /// Unique id; the executor deduplicates on it.
     pub id: CallId,
     /// Function name.
     pub function: CompactString,
     /// Accepted versions; `None` takes any.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version_req))]
     pub version_req: Option<VersionReq>,
     /// Resources the executing node must have.
     pub locs: crate::catalog::ResourceSet,
     /// Arguments, opaque to the core.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::bytes))]
     pub args: Bytes,
     /// Remaining time budget in microseconds (relative, never a deadline).
     pub budget_us: u64,
@@ -219,10 +226,12 @@ pub struct CallRequest {
 
 /// The outcome of a call on the wire.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CallResponse {
     /// Which call.
     pub id: CallId,
     /// The handler's result or why there is none.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::outcome))]
     pub result: Result<Bytes, CallError>,
     /// The executor's in-flight invocations (soft load state).
     pub load: u32,
@@ -230,16 +239,19 @@ pub struct CallResponse {
 
 /// A call made by a client connection (not a member).
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ClientCall {
     /// Chosen by the client to match the reply.
     pub token: u64,
     /// Function name.
     pub function: CompactString,
     /// Accepted versions.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version_req))]
     pub version_req: Option<VersionReq>,
     /// Required resources.
     pub locs: crate::catalog::ResourceSet,
     /// Arguments.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::bytes))]
     pub args: Bytes,
     /// Budget in microseconds; 0 takes the node's default.
     pub budget_us: u64,
@@ -247,10 +259,12 @@ pub struct ClientCall {
 
 /// The reply to a [`ClientCall`].
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ClientReply {
     /// The client's token.
     pub token: u64,
     /// The outcome.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::outcome))]
     pub result: Result<Bytes, CallError>,
 }
 
@@ -266,17 +280,22 @@ pub enum Query {
 
 /// A view, answered to a [`Query`].
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum QueryAnswer {
     /// Every member's record.
     Members(Vec<MemberRecord>),
     /// Every live catalog entry: (owner, name, version, body).
-    Catalog(Vec<(NodeId, CompactString, Version, FnBody)>),
+    Catalog(
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::catalog_view))]
+        Vec<(NodeId, CompactString, Version, FnBody)>,
+    ),
 }
 
 macro_rules! messages {
     ($( $tag:literal => $variant:ident $( ( $ty:ty ) )? , $doc:literal ;)*) => {
         /// Every message of the protocol.
         #[derive(Clone, PartialEq, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         #[allow(missing_docs)]
         pub enum Message {
             $( #[doc = $doc] $variant $( ( $ty ) )? , )*
@@ -585,4 +604,49 @@ pub fn encode_raw(tag: u8, body: &[u8], version: u8, cluster: u16) -> Vec<u8> {
     out.push(tag);
     out.extend_from_slice(body);
     out
+}
+
+/// `Arbitrary` for the wire types whose fields come from crates without it.
+#[cfg(feature = "arbitrary")]
+mod arb {
+    use super::*;
+    use arbitrary::{Arbitrary, Result, Unstructured};
+
+    pub(super) fn version(u: &mut Unstructured<'_>) -> Result<Version> {
+        let mut v = Version::new(u.arbitrary()?, u.arbitrary()?, u.arbitrary()?);
+        if u.ratio(1, 8)? {
+            v.pre =
+                semver::Prerelease::new(u.choose(&["alpha", "rc.1", "0.3.7"])?).unwrap_or_default();
+        }
+        Ok(v)
+    }
+
+    pub(super) fn version_req(u: &mut Unstructured<'_>) -> Result<Option<VersionReq>> {
+        let reqs = ["*", "^1", "=1.0.0", ">=0.2, <2", "~1.2.3", "<0.0.1"];
+        Ok(match u.choose_index(reqs.len() + 1)? {
+            0 => None,
+            i => VersionReq::parse(reqs[i - 1]).ok(),
+        })
+    }
+
+    pub(super) fn bytes(u: &mut Unstructured<'_>) -> Result<Bytes> {
+        Ok(Bytes::from(Vec::<u8>::arbitrary(u)?))
+    }
+
+    pub(super) fn outcome(u: &mut Unstructured<'_>) -> Result<Result<Bytes, CallError>> {
+        Ok(if u.arbitrary()? {
+            Ok(bytes(u)?)
+        } else {
+            Err(u.arbitrary()?)
+        })
+    }
+
+    pub(super) fn catalog_view(
+        u: &mut Unstructured<'_>,
+    ) -> Result<Vec<(NodeId, CompactString, Version, FnBody)>> {
+        let n = u.arbitrary_len::<(NodeId, FnBody)>()?;
+        (0..n)
+            .map(|_| Ok((u.arbitrary()?, u.arbitrary()?, version(u)?, u.arbitrary()?)))
+            .collect()
+    }
 }
