@@ -41,7 +41,9 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// The URL is not one the transport dials.
-    #[error("invalid node URL {0:?} (expected ws://host:port)")]
+    #[error(
+        "invalid node URL {0:?} (expected SCHEME://host:port for this transport, e.g. ws://127.0.0.1:7000)"
+    )]
     Url(String),
     /// The connection could not be opened.
     #[error("cannot connect to {url}: {error}")]

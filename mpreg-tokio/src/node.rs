@@ -684,7 +684,7 @@ async fn run_node<T: Transport>(
         None if settings.host.contains(':') => format!("[{}]:{port}", settings.host),
         None => format!("{}:{port}", settings.host),
     };
-    let addr = Addr::new(format!("{}://{authority}", transport.scheme()));
+    let addr = transport.url(&authority);
     let name = if settings.name.is_empty() {
         format!("node-{port}")
     } else {

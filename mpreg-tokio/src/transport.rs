@@ -28,6 +28,14 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// The URL scheme of the addresses this transport dials (`"ws"`).
     fn scheme(&self) -> &'static str;
 
+    /// The URL a node listening on `authority` (`host:port`) advertises:
+    /// `scheme://authority` unless the transport adds to it (QUIC appends
+    /// the fingerprint of a self-signed certificate, so peers that learn
+    /// the address can pin it).
+    fn url(&self, authority: &str) -> Addr {
+        Addr::new(format!("{}://{authority}", self.scheme()))
+    }
+
     /// Binds a listener on `host:port` (port 0 picks a free port).
     fn bind(
         &self,
