@@ -182,6 +182,9 @@ impl Node {
     }
 
     fn send_hello(&mut self, now: Time, to: &Addr) {
+        if *to == self.addr || to.as_str().is_empty() {
+            return;
+        }
         let frame = wire::encode(
             &Message::Hello(self.hello()),
             wire::MIN_PROTOCOL_VERSION,

@@ -1,0 +1,69 @@
+//! Regression tests for what the fuzz targets (`fuzz/`) found, one per
+//! crash, named after the property that broke. Each says which target
+//! found it.
+
+use bytes::Bytes;
+use mpreg_proto::wire::{self, Hello, MemberRecord, Message, Role};
+use mpreg_proto::{Addr, Config, Identity, MemberState, Node, NodeId, Time};
+
+const CLUSTER: &str = "fuzz";
+
+fn config() -> Config {
+    Config {
+        cluster_id: CLUSTER.into(),
+        ..Config::default()
+    }
+}
+
+fn node_with(cfg: Config, i: u128) -> Node {
+    let identity = Identity {
+        id: NodeId::from_u128(i),
+        addr: Addr::new(format!("sim://{i}")),
+        incarnation: 1,
+    };
+    Node::new(cfg, identity, Time::ZERO).unwrap()
+}
+
+fn node(i: u128) -> Node {
+    node_with(config(), i)
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    wire::encode(msg, wire::PROTOCOL_VERSION, wire::cluster_tag(CLUSTER))
+}
+
+fn hello(id: NodeId, addr: &Addr, incarnation: u64) -> Message {
+    Message::Hello(Hello {
+        node: id,
+        incarnation,
+        addr: addr.clone(),
+        min_version: wire::MIN_PROTOCOL_VERSION,
+        max_version: wire::PROTOCOL_VERSION,
+        cluster_id: CLUSTER.into(),
+        role: Role::Member,
+    })
+}
+
+fn transmits(n: &mut Node) -> Vec<(Addr, Bytes)> {
+    std::iter::from_fn(|| n.poll_transmit())
+        .map(|t| (t.to, t.frame))
+        .collect()
+}
+
+/// node_inputs: a `Hello` claiming the node's own address made the node
+/// queue its own `Hello` to itself.
+#[test]
+fn a_hello_from_the_nodes_own_address_is_not_answered_to_itself() {
+    let mut n = node(1);
+    let me = n.addr().clone();
+    let _ = n.handle_frame(Time::ZERO, &me, &frame(&hello(n.id(), &me, 1)));
+    let _ = n.handle_frame(
+        Time::ZERO,
+        &Addr::new(""),
+        &frame(&hello(NodeId::from_u128(2), &Addr::new(""), 1)),
+    );
+    for (to, _) in transmits(&mut n) {
+        assert_ne!(to, me, "the node sent to itself");
+        assert!(!to.as_str().is_empty(), "the node sent to an empty address");
+    }
+}
