@@ -32,6 +32,41 @@ pub struct FnBody {
     pub resources: ResourceSet,
     /// Safe to run twice: retried on another provider if one dies mid-call.
     pub idempotent: bool,
+    /// Set on a route entry: the function is served in another cluster,
+    /// reached through the owning bridge node.
+    pub route: Option<Route>,
+}
+
+impl FnBody {
+    /// The scope an entry is keyed by: its destination cluster, or empty
+    /// for a function served in this cluster.
+    pub fn scope(&self) -> &str {
+        self.route.as_ref().map_or("", |r| r.cluster.as_str())
+    }
+
+    /// Whether a node serving this entry has every resource in `locs`
+    /// (for a route: some single node of the destination cluster).
+    pub fn satisfies(&self, locs: &ResourceSet) -> bool {
+        match &self.route {
+            None => locs.is_subset(&self.resources),
+            Some(r) => r.sets.iter().any(|s| locs.is_subset(s)),
+        }
+    }
+}
+
+/// How a function served in another cluster is reached: the clusters on
+/// the way (the next one first, the destination last) and the maximal
+/// resource sets single nodes there serve it with.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Route {
+    /// The destination cluster.
+    pub cluster: CompactString,
+    /// Clusters from the next to the destination (path vector).
+    pub path: Vec<CompactString>,
+    /// Maximal resource sets, each served by one node there (never a union
+    /// across nodes).
+    pub sets: Vec<ResourceSet>,
 }
 
 /// A function an application registers on its node.
@@ -115,7 +150,8 @@ pub struct Provider {
     pub body: FnBody,
 }
 
-type FnKey = (CompactString, Version);
+/// Name, version and scope (destination cluster, or empty).
+type FnKey = (CompactString, Version, CompactString);
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -184,7 +220,7 @@ fn take(oc: &mut OwnerCatalog, owner: &NodeId, k: &FnKey, removed: &mut Vec<(FnK
 }
 
 fn entry_hash(owner: &NodeId, key: &FnKey, e: &Entry) -> u64 {
-    mix(&(owner, &key.0, key.1.to_string(), e.counter, &e.body))
+    mix(&(owner, &key.0, key.1.to_string(), &key.2, e.counter, &e.body))
 }
 
 impl Catalog {
@@ -215,6 +251,17 @@ impl Catalog {
         self.owners.get(node).into_iter().flat_map(|oc| {
             oc.entries
                 .iter()
+                .filter(|(k, _)| k.2.is_empty())
+                .filter_map(|(k, e)| e.body.as_ref().map(|b| (k.0.as_str(), &k.1, b)))
+        })
+    }
+
+    /// Route entries a (bridge) node owns: (name, version, body).
+    pub fn routes_of(&self, node: &NodeId) -> impl Iterator<Item = (&str, &Version, &FnBody)> {
+        self.owners.get(node).into_iter().flat_map(|oc| {
+            oc.entries
+                .iter()
+                .filter(|(k, _)| !k.2.is_empty())
                 .filter_map(|(k, e)| e.body.as_ref().map(|b| (k.0.as_str(), &k.1, b)))
         })
     }
@@ -258,6 +305,7 @@ impl Catalog {
                 .map(|(k, e)| CatalogEntry {
                     name: k.0.clone(),
                     version: k.1.clone(),
+                    scope: k.2.clone(),
                     counter: e.counter,
                     body: e.body.clone(),
                 })
@@ -273,10 +321,11 @@ impl Catalog {
         epoch: u64,
         name: CompactString,
         version: Version,
+        scope: CompactString,
         body: Option<FnBody>,
     ) -> Option<(CatalogDelta, Applied)> {
         let oc = self.owners.get(&owner);
-        let key = (name, version);
+        let key = (name, version, scope);
         let current = oc.and_then(|oc| oc.entries.get(&key));
         if current.is_none_or(|e| e.body.is_none()) && body.is_none() {
             return None; // removing what is not there
@@ -293,6 +342,7 @@ impl Catalog {
             entries: vec![CatalogEntry {
                 name: key.0,
                 version: key.1,
+                scope: key.2,
                 counter,
                 body,
             }],
@@ -371,15 +421,17 @@ impl Catalog {
             }
         }
         if d.complete {
-            let listed: BTreeSet<(&str, &Version)> = d
+            let listed: BTreeSet<(&str, &Version, &str)> = d
                 .entries
                 .iter()
-                .map(|e| (e.name.as_str(), &e.version))
+                .map(|e| (e.name.as_str(), &e.version, e.scope.as_str()))
                 .collect();
             let gone: Vec<FnKey> = oc
                 .entries
                 .iter()
-                .filter(|(k, e)| e.counter < d.floor && !listed.contains(&(k.0.as_str(), &k.1)))
+                .filter(|(k, e)| {
+                    e.counter < d.floor && !listed.contains(&(k.0.as_str(), &k.1, k.2.as_str()))
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in &gone {
@@ -392,7 +444,12 @@ impl Catalog {
             if e.counter < oc.floor && !(authoritative && e.body.is_some()) {
                 continue;
             }
-            let key = (e.name.clone(), e.version.clone());
+            // An entry's scope is its route's destination: a body that says
+            // otherwise is malformed.
+            if e.body.as_ref().is_some_and(|b| b.scope() != e.scope) {
+                continue;
+            }
+            let key = (e.name.clone(), e.version.clone(), e.scope.clone());
             let new = Entry {
                 counter: e.counter,
                 body: e.body.clone(),
@@ -466,7 +523,7 @@ impl Catalog {
             return false;
         };
         let before = v.len();
-        v.retain(|p| !(p.node == *owner && p.version == key.1));
+        v.retain(|p| !(p.node == *owner && p.version == key.1 && p.body.scope() == key.2));
         let removed = v.len() != before;
         if v.is_empty() {
             self.index.remove(&key.0);
@@ -504,6 +561,7 @@ mod tests {
         FnBody {
             resources: res.iter().map(|r| CompactString::new(r)).collect(),
             idempotent: idem,
+            route: None,
         }
     }
 
@@ -520,6 +578,7 @@ mod tests {
                 7,
                 "embed".into(),
                 Version::new(1, 0, 0),
+                "".into(),
                 Some(body(&["gpu"], false)),
             )
             .unwrap();
@@ -533,12 +592,20 @@ mod tests {
                 7,
                 "embed".into(),
                 Version::new(1, 0, 0),
+                "".into(),
                 Some(body(&["gpu"], false))
             )
             .is_none()
         );
         let (d2, a2) = c
-            .write_own(owner(1), 7, "embed".into(), Version::new(1, 0, 0), None)
+            .write_own(
+                owner(1),
+                7,
+                "embed".into(),
+                Version::new(1, 0, 0),
+                "".into(),
+                None,
+            )
             .unwrap();
         assert_eq!(d2.entries[0].counter, 2);
         assert!(!a2.changes[0].added);
@@ -554,6 +621,7 @@ mod tests {
             1,
             "a".into(),
             Version::new(1, 0, 0),
+            "".into(),
             Some(body(&[], false)),
         );
         c.write_own(
@@ -561,6 +629,7 @@ mod tests {
             1,
             "b".into(),
             Version::new(1, 0, 0),
+            "".into(),
             Some(body(&[], false)),
         );
         let d = CatalogDelta {
@@ -571,6 +640,7 @@ mod tests {
             entries: vec![CatalogEntry {
                 name: "c".into(),
                 version: Version::new(1, 0, 0),
+                scope: "".into(),
                 counter: 1,
                 body: Some(body(&[], true)),
             }],
@@ -595,6 +665,7 @@ mod tests {
             1,
             "a".into(),
             Version::new(1, 0, 0),
+            "".into(),
             Some(body(&[], false)),
         );
         // The owner removed `a` (counter 2), then collected the tombstone.
@@ -622,6 +693,7 @@ mod tests {
                 .map(|i| CatalogEntry {
                     name: format!("f{i}").into(),
                     version: Version::new(1, 0, 0),
+                    scope: "".into(),
                     counter: i + 1,
                     body: Some(body(&[], false)),
                 })
@@ -712,6 +784,7 @@ mod tests {
                             epoch,
                             format!("f{n}").into(),
                             Version::new(1, 0, 0),
+                            "".into(),
                             body,
                         )
                         .map(|x| x.0),
@@ -724,6 +797,7 @@ mod tests {
                             epoch,
                             format!("f{n}").into(),
                             Version::new(1, 0, 0),
+                            "".into(),
                             None,
                         )
                         .map(|x| x.0),

@@ -85,6 +85,7 @@ impl ClientConn {
             locs: call.locs.clone(),
             args: call.args.clone(),
             budget_us: call.timeout.map_or(0, |t| t.as_micros() as u64),
+            target_cluster: call.target_cluster.clone(),
         });
         (
             token,

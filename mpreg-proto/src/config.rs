@@ -32,8 +32,106 @@ pub struct Config {
     pub dissemination: DisseminationConfig,
     /// Calls and invocations.
     pub calls: CallConfig,
+    /// Bridges to other clusters and the policy for them.
+    pub federation: FederationConfig,
     /// Caps on everything an input can grow.
     pub limits: Limits,
+}
+
+/// Federation: which other clusters this node talks to, and what crosses.
+///
+/// Membership never crosses a cluster. Under [`Policy::Strict`] (the
+/// default) frames from another cluster are rejected. Otherwise bridge
+/// nodes exchange cluster *summaries* (per function, the maximal resource
+/// sets single nodes serve) and forward calls between clusters.
+#[derive(Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct FederationConfig {
+    /// What crosses a bridge.
+    pub policy: Policy,
+    /// Bridges this node opens: a remote cluster and seed addresses in it.
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// A bridge to open.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct BridgeConfig {
+    /// The remote cluster's id.
+    pub cluster: String,
+    /// Addresses of nodes in it.
+    pub seeds: Vec<crate::Addr>,
+}
+
+/// What crosses a bridge.
+#[derive(Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Policy {
+    /// No bridges: frames of other clusters are rejected.
+    #[default]
+    Strict,
+    /// Only the listed clusters; only functions whose names match an
+    /// `export` pattern leave, only those matching an `import` pattern
+    /// enter. Patterns are exact names or use `*` as a wildcard.
+    Explicit {
+        /// Remote clusters allowed.
+        allow: Vec<String>,
+        /// Functions this cluster offers over bridges.
+        export: Vec<String>,
+        /// Functions accepted from bridges.
+        import: Vec<String>,
+    },
+    /// Any cluster, every function.
+    Permissive,
+}
+
+impl Policy {
+    /// Whether bridges with `cluster` are allowed.
+    pub fn allows(&self, cluster: &str) -> bool {
+        match self {
+            Policy::Strict => false,
+            Policy::Explicit { allow, .. } => allow.iter().any(|a| a == cluster),
+            Policy::Permissive => true,
+        }
+    }
+
+    /// Whether a function may be offered to other clusters.
+    pub fn exports(&self, function: &str) -> bool {
+        match self {
+            Policy::Strict => false,
+            Policy::Explicit { export, .. } => export.iter().any(|p| glob(p, function)),
+            Policy::Permissive => true,
+        }
+    }
+
+    /// Whether a function offered by another cluster is accepted.
+    pub fn imports(&self, function: &str) -> bool {
+        match self {
+            Policy::Strict => false,
+            Policy::Explicit { import, .. } => import.iter().any(|p| glob(p, function)),
+            Policy::Permissive => true,
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 /// SWIM/Lifeguard failure detection over the active view.
@@ -186,6 +284,7 @@ impl Default for Config {
             overlay: OverlayConfig::default(),
             dissemination: DisseminationConfig::default(),
             calls: CallConfig::default(),
+            federation: FederationConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -453,6 +552,23 @@ impl Config {
                 "must be at least limits.peer_frames_per_sec, which must be positive",
             ));
         }
+        let f = &self.federation;
+        if !f.bridges.is_empty() && f.policy == Policy::Strict {
+            return Err(range(
+                "federation.policy",
+                "strict",
+                "bridges need an explicit or permissive policy",
+            ));
+        }
+        if let Some(b) = f.bridges.iter().find(|b| {
+            b.cluster.is_empty() || b.cluster == self.cluster_id || !f.policy.allows(&b.cluster)
+        }) {
+            return Err(range(
+                "federation.bridges.cluster",
+                format!("{:?}", b.cluster),
+                "must be another cluster the policy allows",
+            ));
+        }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 255 {
             return Err(range(
                 "cluster_id",
@@ -593,6 +709,46 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.sync_interval(10), c.dissemination.sync_interval);
         assert!(c.sync_interval(1000) > c.sync_interval(100));
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("*", "anything"));
+        assert!(glob("embed", "embed"));
+        assert!(!glob("embed", "embedx"));
+        assert!(glob("embed*", "embed-v2"));
+        assert!(glob("*-gpu", "train-gpu"));
+        assert!(glob("a*b*c", "a-x-b-y-c"));
+        assert!(!glob("a*b*c", "a-x-c"));
+        assert!(!glob("gpu-*", "cpu-x"));
+    }
+
+    #[test]
+    fn bridges_need_a_policy_that_allows_them() {
+        let mut c = Config::default();
+        c.federation.bridges.push(BridgeConfig {
+            cluster: "b".into(),
+            seeds: vec![crate::Addr::new("sim://9")],
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("federation.policy")
+        );
+        c.federation.policy = Policy::Explicit {
+            allow: vec!["c".into()],
+            export: vec!["*".into()],
+            import: vec!["*".into()],
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("federation.bridges")
+        );
+        c.federation.policy = Policy::Permissive;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub enum CallError {
     /// The call was forwarded more often than its hop budget allows.
     #[error("the call's hop budget is exhausted")]
     HopBudgetExhausted,
+    /// No bridge leads to the target cluster (or none serves the function).
+    #[error("no route to cluster {0:?}")]
+    NoRoute(CompactString),
+    /// The call came back to a cluster it had already crossed.
+    #[error("the call looped back to a cluster it crossed")]
+    Loop,
     /// The handler ran and returned an error.
     #[error("the handler failed: {0}")]
     HandlerFailed(String),

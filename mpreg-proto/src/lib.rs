@@ -126,16 +126,17 @@ mod time;
 mod timers;
 pub mod wire;
 
-pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet};
+pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet, Route};
 pub use client::{ClientConn, ClientEvent};
 pub use config::{
-    CallConfig, Config, ConfigError, DisseminationConfig, Limits, MembershipConfig, OverlayConfig,
+    BridgeConfig, CallConfig, Config, ConfigError, DisseminationConfig, FederationConfig, Limits,
+    MembershipConfig, OverlayConfig, Policy,
 };
 pub use error::{CallError, FrameError, InvocationError, RegisterError};
 pub use event::{Event, Invocation, TrafficClass, Transmit};
 pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId};
 pub use members::MemberState;
-pub use metrics::{Limit, Metrics, RejectReason};
+pub use metrics::{Limit, Metrics, PerKind, RejectReason};
 pub use node::{Call, Identity, MemberView, Node, PeerHello, Received, Status};
 pub use time::Time;
 pub use wire::Role;

@@ -72,17 +72,40 @@ impl Limit {
     ];
 }
 
+/// One counter per message kind; index with [`MessageKind::index`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerKind(pub [u64; MessageKind::COUNT]);
+
+impl Default for PerKind {
+    fn default() -> Self {
+        PerKind([0; MessageKind::COUNT])
+    }
+}
+
+impl std::ops::Deref for PerKind {
+    type Target = [u64; MessageKind::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PerKind {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Counters since the node was created.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
     /// Frames received, by kind (index with [`MessageKind::index`]).
-    pub frames_in: [u64; MessageKind::COUNT],
+    pub frames_in: PerKind,
     /// Bytes received, by kind.
-    pub bytes_in: [u64; MessageKind::COUNT],
+    pub bytes_in: PerKind,
     /// Frames sent, by kind.
-    pub frames_out: [u64; MessageKind::COUNT],
+    pub frames_out: PerKind,
     /// Bytes sent, by kind.
-    pub bytes_out: [u64; MessageKind::COUNT],
+    pub bytes_out: PerKind,
     /// Rejected frames, by reason (index as [`RejectReason::ALL`]).
     pub rejected: [u64; RejectReason::ALL.len()],
     /// Times each limit was hit (index as [`Limit::ALL`]).
@@ -129,6 +152,8 @@ pub struct Metrics {
     pub calls_failed: u64,
     /// Idempotent calls re-sent to another provider.
     pub calls_retried: u64,
+    /// Calls forwarded for others (towards or from another cluster).
+    pub calls_relayed: u64,
     /// Handlers started on this node.
     pub invocations: u64,
     /// Duplicate call requests answered from memory instead of re-running.

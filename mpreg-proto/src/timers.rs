@@ -19,6 +19,8 @@ pub(crate) enum Timer {
     Graft,
     /// Lazy announcements are due.
     Announce,
+    /// Bridge keepalives, re-dials and summary exports.
+    Bridge,
     /// Anti-entropy, dead-member re-probe and garbage collection.
     Sync,
     /// Overlay repair and passive-view shuffle.

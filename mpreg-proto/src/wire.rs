@@ -132,6 +132,9 @@ pub struct CatalogEntry {
     /// Function version.
     #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version))]
     pub version: Version,
+    /// Empty for a function served in the owner's cluster; the destination
+    /// cluster for a route entry.
+    pub scope: CompactString,
     /// The owner's counter when it wrote this entry.
     pub counter: u64,
     /// `None` for a tombstone.
@@ -222,6 +225,11 @@ pub struct CallRequest {
     pub budget_us: u64,
     /// Remaining forwarding hops.
     pub hop_budget: u8,
+    /// The cluster that must serve it (`None`: the caller's, or whichever
+    /// cluster the caller's routes chose).
+    pub target_cluster: Option<CompactString>,
+    /// Clusters the call crossed so far (loop prevention).
+    pub path: Vec<CompactString>,
 }
 
 /// The outcome of a call on the wire.
@@ -255,6 +263,8 @@ pub struct ClientCall {
     pub args: Bytes,
     /// Budget in microseconds; 0 takes the node's default.
     pub budget_us: u64,
+    /// The cluster that must serve it, if any.
+    pub target_cluster: Option<CompactString>,
 }
 
 /// The reply to a [`ClientCall`].
@@ -390,6 +400,60 @@ messages! {
     26 => ClientReply(ClientReply), "Answers a client call.";
     27 => ClientQuery((u64, Query)), "A client asks for a view.";
     28 => ClientAnswer((u64, QueryAnswer)), "Answers a client query.";
+    29 => BridgeHello(BridgeHello), "Opens a bridge between two clusters.";
+    30 => BridgeReject(CompactString), "The receiver's policy refuses the bridge.";
+    31 => Summary(ClusterSummary), "What can be reached through the sender's cluster.";
+    32 => FedCall(CallRequest), "A call crossing a bridge.";
+    33 => FedResponse(CallResponse), "The outcome of a call, crossing back.";
+}
+
+/// Opens a bridge: who the sender is, in which cluster.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct BridgeHello {
+    /// The sender's id.
+    pub node: NodeId,
+    /// Where it listens.
+    pub addr: Addr,
+    /// Its cluster.
+    pub cluster_id: CompactString,
+}
+
+/// A cluster summary a bridge node exports: for each cluster reachable
+/// through it, the path and the functions served there. Versioned by its
+/// single writer (the exporter); a newer version replaces an older one.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ClusterSummary {
+    /// Exporter's version.
+    pub version: u64,
+    /// Reachable clusters.
+    pub routes: Vec<RouteAd>,
+}
+
+/// One reachable cluster.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RouteAd {
+    /// Clusters from the exporter's own to the destination (path vector).
+    pub path: Vec<CompactString>,
+    /// Functions served there.
+    pub functions: Vec<FnAd>,
+}
+
+/// A function in a summary.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct FnAd {
+    /// Name.
+    pub name: CompactString,
+    /// Version.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version))]
+    pub version: Version,
+    /// Maximal resource sets, each served by one node (bounded).
+    pub sets: Vec<crate::catalog::ResourceSet>,
+    /// Whether every provider registered it idempotent.
+    pub idempotent: bool,
 }
 
 /// Answers a ping.

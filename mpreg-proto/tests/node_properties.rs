@@ -75,10 +75,12 @@ fn update() -> impl Strategy<Value = Update> {
                     .map(|(n, counter, live)| CatalogEntry {
                         name: format!("f{n}").into(),
                         version: semver::Version::new(1, 0, 0),
+                        scope: Default::default(),
                         counter,
                         body: live.then(|| FnBody {
                             resources: Default::default(),
                             idempotent: false,
+                            route: None,
                         }),
                     })
                     .collect(),

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use mpreg_proto::wire::*;
-use mpreg_proto::{Addr, CallError, CallId, FnBody, MemberState, NodeId};
+use mpreg_proto::{Addr, CallError, CallId, FnBody, MemberState, NodeId, Route};
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use semver::{Version, VersionReq};
@@ -62,10 +62,25 @@ fn record() -> impl Strategy<Value = MemberRecord> {
             },
         )
 }
+fn route() -> impl Strategy<Value = Option<Route>> {
+    proptest::option::of(
+        (
+            text(),
+            proptest::collection::vec(text(), 0..4),
+            proptest::collection::vec(resources(), 0..3),
+        )
+            .prop_map(|(cluster, path, sets)| Route {
+                cluster,
+                path,
+                sets,
+            }),
+    )
+}
 fn body() -> impl Strategy<Value = FnBody> {
-    (resources(), any::<bool>()).prop_map(|(resources, idempotent)| FnBody {
+    (resources(), any::<bool>(), route()).prop_map(|(resources, idempotent, route)| FnBody {
         resources,
         idempotent,
+        route,
     })
 }
 fn delta() -> impl Strategy<Value = CatalogDelta> {
@@ -78,6 +93,9 @@ fn delta() -> impl Strategy<Value = CatalogDelta> {
         .prop_map(|(name, version, counter, body)| CatalogEntry {
             name,
             version,
+            scope: body
+                .as_ref()
+                .map_or_else(Default::default, |b| b.scope().into()),
             counter,
             body,
         });
@@ -258,10 +276,24 @@ fn message() -> impl Strategy<Value = Message> {
             payload(),
             any::<u64>(),
             any::<u8>(),
+            proptest::option::of(text()),
+            proptest::collection::vec(text(), 0..3),
+            any::<bool>(),
         )
             .prop_map(
-                |(id, function, version_req, locs, args, budget_us, hop_budget)| {
-                    Message::Call(CallRequest {
+                |(
+                    id,
+                    function,
+                    version_req,
+                    locs,
+                    args,
+                    budget_us,
+                    hop_budget,
+                    target_cluster,
+                    path,
+                    fed,
+                )| {
+                    let req = CallRequest {
                         id,
                         function,
                         version_req,
@@ -269,9 +301,58 @@ fn message() -> impl Strategy<Value = Message> {
                         args,
                         budget_us,
                         hop_budget,
-                    })
+                        target_cluster,
+                        path,
+                    };
+                    if fed {
+                        Message::FedCall(req)
+                    } else {
+                        Message::Call(req)
+                    }
                 },
             )
+            .boxed(),
+        (call_id(), outcome(), any::<u32>())
+            .prop_map(|(id, result, load)| Message::FedResponse(CallResponse { id, result, load }))
+            .boxed(),
+        (node_id(), addr(), text())
+            .prop_map(|(node, addr, cluster_id)| {
+                Message::BridgeHello(BridgeHello {
+                    node,
+                    addr,
+                    cluster_id,
+                })
+            })
+            .boxed(),
+        text().prop_map(Message::BridgeReject).boxed(),
+        (
+            any::<u64>(),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(text(), 1..4),
+                    proptest::collection::vec(
+                        (
+                            text(),
+                            version(),
+                            proptest::collection::vec(resources(), 0..3),
+                            any::<bool>(),
+                        )
+                            .prop_map(
+                                |(name, version, sets, idempotent)| FnAd {
+                                    name,
+                                    version,
+                                    sets,
+                                    idempotent,
+                                },
+                            ),
+                        0..3,
+                    ),
+                )
+                    .prop_map(|(path, functions)| RouteAd { path, functions }),
+                0..3,
+            ),
+        )
+            .prop_map(|(version, routes)| Message::Summary(ClusterSummary { version, routes }))
             .boxed(),
         (call_id(), outcome(), any::<u32>())
             .prop_map(|(id, result, load)| Message::Response(CallResponse { id, result, load }))
@@ -284,17 +365,21 @@ fn message() -> impl Strategy<Value = Message> {
             resources(),
             payload(),
             any::<u64>(),
+            proptest::option::of(text()),
         )
-            .prop_map(|(token, function, version_req, locs, args, budget_us)| {
-                Message::ClientCall(ClientCall {
-                    token,
-                    function,
-                    version_req,
-                    locs,
-                    args,
-                    budget_us,
-                })
-            })
+            .prop_map(
+                |(token, function, version_req, locs, args, budget_us, target_cluster)| {
+                    Message::ClientCall(ClientCall {
+                        token,
+                        function,
+                        version_req,
+                        locs,
+                        args,
+                        budget_us,
+                        target_cluster,
+                    })
+                },
+            )
             .boxed(),
         (any::<u64>(), outcome())
             .prop_map(|(token, result)| Message::ClientReply(ClientReply { token, result }))

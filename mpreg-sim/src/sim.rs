@@ -457,6 +457,17 @@ impl Sim {
         self.with_node(i, |n, now| n.join(now, addrs));
     }
 
+    /// Opens a bridge from node `i` to another cluster through seed nodes.
+    pub fn bridge(&mut self, i: usize, cluster: &str, seeds: &[usize]) {
+        let bridge = mpreg_proto::BridgeConfig {
+            cluster: cluster.into(),
+            seeds: seeds.iter().map(|s| self.nodes[*s].addr.clone()).collect(),
+        };
+        self.with_node(i, |n, now| n.bridge(now, bridge))
+            .transpose()
+            .unwrap_or_else(|e| panic!("bridge from node {i}: {e}"));
+    }
+
     /// Registers a function on node `i`.
     pub fn register(&mut self, i: usize, spec: FunctionSpec) {
         self.with_node(i, |n, now| n.register(now, spec))

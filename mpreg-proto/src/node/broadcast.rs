@@ -535,6 +535,10 @@ impl Node {
     }
 
     fn catalog_events(&mut self, changes: Vec<crate::catalog::Change>) {
+        // What this cluster offers over its bridges may have changed.
+        if !changes.is_empty() && self.fed.peers.values().any(|p| p.up) {
+            self.fed_dirty = true;
+        }
         for c in changes {
             self.events.push_back(if c.added {
                 crate::event::Event::FunctionAdded {
@@ -558,13 +562,14 @@ impl Node {
         now: Time,
         name: compact_str::CompactString,
         version: semver::Version,
+        scope: compact_str::CompactString,
         body: Option<crate::catalog::FnBody>,
     ) -> bool {
         let old = self.leaf(&self.me);
         let removal = body.is_none();
         let Some((delta, applied)) = self
             .catalog
-            .write_own(self.me, self.epoch, name, version, body)
+            .write_own(self.me, self.epoch, name, version, scope, body)
         else {
             return false;
         };

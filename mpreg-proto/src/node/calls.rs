@@ -46,6 +46,9 @@ pub struct Call {
     pub args: Bytes,
     /// Time budget (`None`: the configured default).
     pub timeout: Option<Duration>,
+    /// The cluster that must serve it (`None`: this cluster if it can,
+    /// else whichever cluster a bridge route reaches).
+    pub target_cluster: Option<CompactString>,
 }
 
 impl Call {
@@ -57,6 +60,7 @@ impl Call {
             locs: ResourceSet::new(),
             args: Bytes::new(),
             timeout: None,
+            target_cluster: None,
         }
     }
 
@@ -88,6 +92,12 @@ impl Call {
         self.version_req = Some(req);
         self
     }
+
+    /// Requires a cluster to serve it (reached over bridges if needed).
+    pub fn cluster(mut self, cluster: impl AsRef<str>) -> Call {
+        self.target_cluster = Some(CompactString::new(cluster.as_ref()));
+        self
+    }
 }
 
 /// Who waits for a call.
@@ -97,6 +107,30 @@ pub(super) enum Origin {
     Local,
     /// A client connection.
     Client { addr: Addr, token: u64 },
+    /// A call this node forwards: a member of its cluster (`bridge: false`)
+    /// or a bridge peer waits for the outcome.
+    Relay { addr: Addr, bridge: bool },
+}
+
+/// How the current attempt travels.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Leg {
+    /// To a member of this cluster (or run here).
+    Local,
+    /// Over a bridge to another cluster.
+    Bridge,
+}
+
+/// Where an attempt goes.
+#[derive(Debug)]
+struct Hop {
+    node: NodeId,
+    addr: Addr,
+    /// Safe to re-send elsewhere if this one fails.
+    idempotent: bool,
+    leg: Leg,
+    /// The destination cluster, when it is not this one.
+    target: Option<CompactString>,
 }
 
 #[derive(Debug)]
@@ -108,6 +142,14 @@ pub(super) struct Pending {
     provider_addr: Addr,
     idempotent: bool,
     tried: Vec<NodeId>,
+    tried_addrs: Vec<Addr>,
+    leg: Leg,
+    target: Option<CompactString>,
+    path: Vec<CompactString>,
+    hop_budget: u8,
+    /// The executor is chosen by rendezvous on the call id (calls entering
+    /// this cluster over a bridge): a re-routed copy reaches the same one.
+    rendezvous: bool,
 }
 
 #[derive(Debug)]
@@ -202,7 +244,7 @@ pub(super) fn client_may_send(kind: MessageKind) -> bool {
 }
 
 fn matches(p: &Provider, req: Option<&VersionReq>, locs: &ResourceSet) -> bool {
-    req.is_none_or(|r| r.matches(&p.version)) && locs.is_subset(&p.body.resources)
+    req.is_none_or(|r| r.matches(&p.version)) && p.body.satisfies(locs)
 }
 
 impl Node {
@@ -225,7 +267,7 @@ impl Node {
             self.limit_hit(Limit::PendingCalls);
             return Err(CallError::Rejected("too many pending calls".into()));
         }
-        let (provider, addr, idempotent) = self.choose_provider(&call, &[])?;
+        let hop = self.route_call(None, &call, &[], &[])?;
         self.calls.next_seq += 1;
         let id = CallId {
             origin: self.me,
@@ -234,6 +276,35 @@ impl Node {
         };
         let deadline = now + self.budget(&call);
         self.metrics.calls += 1;
+        let hop_budget = self.cfg.calls.hop_budget;
+        self.begin(
+            now,
+            id,
+            call,
+            origin,
+            deadline,
+            hop,
+            Vec::new(),
+            hop_budget,
+            false,
+        );
+        Ok(id)
+    }
+
+    /// Records a pending call and sends its first attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &mut self,
+        now: Time,
+        id: CallId,
+        call: Call,
+        origin: Origin,
+        deadline: Time,
+        hop: Hop,
+        path: Vec<CompactString>,
+        hop_budget: u8,
+        rendezvous: bool,
+    ) {
         self.timers.set(Timer::Call(id), deadline);
         self.calls.pending.insert(
             id,
@@ -241,14 +312,177 @@ impl Node {
                 call,
                 origin,
                 deadline,
-                provider,
-                provider_addr: addr,
-                idempotent,
-                tried: vec![provider],
+                provider: hop.node,
+                provider_addr: hop.addr.clone(),
+                idempotent: hop.idempotent,
+                tried: vec![hop.node],
+                tried_addrs: vec![hop.addr],
+                leg: hop.leg,
+                target: hop.target,
+                path,
+                hop_budget,
+                rendezvous,
             },
         );
         self.dispatch_call(now, id);
-        Ok(id)
+    }
+
+    /// Forwards a call for someone else (a member asking for another
+    /// cluster, or a bridge peer): same id, the remaining budget and path.
+    fn start_relay(&mut self, now: Time, req: CallRequest, origin: Origin, rendezvous: bool) {
+        if let Some(p) = self.calls.pending.get_mut(&req.id) {
+            // A re-routed copy: the newest path waits for the answer.
+            p.origin = origin;
+            return;
+        }
+        if self.calls.pending.len() >= self.cfg.limits.max_pending_calls {
+            self.limit_hit(Limit::PendingCalls);
+            return self.answer(now, &origin, req.id, Err(CallError::Overloaded));
+        }
+        let budget = Duration::from_micros(req.budget_us).min(self.cfg.calls.max_timeout);
+        let call = Call {
+            function: req.function,
+            version_req: req.version_req,
+            locs: req.locs,
+            args: req.args,
+            timeout: Some(budget),
+            target_cluster: req.target_cluster,
+        };
+        let fixed = rendezvous.then_some(req.id);
+        match self.route_call(fixed, &call, &[], &[]) {
+            Ok(hop) => {
+                self.metrics.calls_relayed += 1;
+                self.begin(
+                    now,
+                    req.id,
+                    call,
+                    origin,
+                    now + budget,
+                    hop,
+                    req.path,
+                    req.hop_budget,
+                    rendezvous,
+                )
+            }
+            Err(e) => self.answer(now, &origin, req.id, Err(e)),
+        }
+    }
+
+    /// Picks where an attempt goes: a provider in this cluster (this node
+    /// first, then the power of two choices; or by rendezvous on `fixed`),
+    /// else a bridge route to another cluster (fewest cluster hops, then
+    /// RTT) — its bridge node, or, on that node, the bridge itself.
+    fn route_call(
+        &mut self,
+        fixed: Option<CallId>,
+        call: &Call,
+        exclude: &[NodeId],
+        exclude_addrs: &[Addr],
+    ) -> Result<Hop, CallError> {
+        let own: CompactString = self.cfg.cluster_id.as_str().into();
+        let explicit = call.target_cluster.clone();
+        let mut local_err = None;
+        if explicit.as_ref().is_none_or(|t| *t == own) {
+            match self.choose_provider(call, exclude, fixed) {
+                Ok((node, addr, idempotent)) => {
+                    return Ok(Hop {
+                        node,
+                        addr,
+                        idempotent,
+                        leg: Leg::Local,
+                        target: None,
+                    });
+                }
+                Err(e) if explicit.is_some() => return Err(e),
+                Err(e) => local_err = Some(e),
+            }
+        }
+        let req = call.version_req.as_ref();
+        let far = Duration::from_secs(3600);
+        let mut routes: Vec<(usize, Duration, NodeId, CompactString)> = self
+            .catalog
+            .providers(&call.function)
+            .iter()
+            .filter_map(|p| {
+                let r = p.body.route.as_ref()?;
+                let ok = r.cluster != own
+                    && explicit.as_ref().is_none_or(|t| *t == r.cluster)
+                    && matches(p, req, &call.locs)
+                    && !exclude.contains(&p.node)
+                    && self.is_routable(&p.node);
+                ok.then(|| {
+                    let rtt = if p.node == self.me {
+                        Duration::ZERO
+                    } else {
+                        self.rtt_of(p.node).unwrap_or(far)
+                    };
+                    (r.path.len(), rtt, p.node, r.cluster.clone())
+                })
+            })
+            .collect();
+        routes.sort();
+        for (_, _, owner, dest) in routes {
+            if owner == self.me {
+                if let Some((addr, node)) =
+                    self.next_hop(&dest, &call.function, &call.locs, exclude_addrs)
+                {
+                    return Ok(Hop {
+                        node,
+                        addr,
+                        idempotent: true,
+                        leg: Leg::Bridge,
+                        target: Some(dest),
+                    });
+                }
+                continue;
+            }
+            let addr = self
+                .members
+                .get(&owner)
+                .map(|m| m.addr.clone())
+                .unwrap_or_default();
+            // A federated call keeps its executor (rendezvous at the
+            // destination), so re-sending it through another bridge is safe.
+            return Ok(Hop {
+                node: owner,
+                addr,
+                idempotent: true,
+                leg: Leg::Local,
+                target: Some(dest),
+            });
+        }
+        Err(match explicit {
+            Some(t) => CallError::NoRoute(t),
+            None => local_err.unwrap_or_else(|| CallError::NotFound(call.function.clone())),
+        })
+    }
+
+    /// Sends an outcome to whoever waits for a call that never became
+    /// pending here.
+    fn answer(&mut self, now: Time, origin: &Origin, id: CallId, result: Result<Bytes, CallError>) {
+        match origin {
+            Origin::Local => self
+                .calls
+                .finished
+                .push(Event::CallDone { call: id, result }),
+            Origin::Client { addr, token } => {
+                let msg = Message::ClientReply(ClientReply {
+                    token: *token,
+                    result,
+                });
+                self.send(now, addr, &msg, TrafficClass::Call);
+            }
+            Origin::Relay { addr, bridge } => {
+                let load = u32::try_from(self.calls.running).unwrap_or(u32::MAX);
+                let resp = CallResponse { id, result, load };
+                let msg = if *bridge {
+                    Message::FedResponse(resp)
+                } else {
+                    Message::Response(resp)
+                };
+                self.send(now, addr, &msg, TrafficClass::Call);
+            }
+        }
     }
 
     /// Sends (or runs locally) the current attempt of a pending call.
@@ -256,13 +490,21 @@ impl Node {
         let Some(p) = self.calls.pending.get(&id) else {
             return;
         };
-        if p.provider == self.me {
+        if p.provider == self.me && p.leg == Leg::Local {
             let req = self.request_of(now, id, p);
             self.execute(now, req, None);
             return;
         }
-        let (to, provider) = (p.provider_addr.clone(), p.provider);
-        let req = self.request_of(now, id, p);
+        let (to, provider, leg) = (p.provider_addr.clone(), p.provider, p.leg);
+        let mut req = self.request_of(now, id, p);
+        if leg == Leg::Bridge {
+            // Crossing a bridge: this cluster joins the path; a hop is spent.
+            let Some(left) = req.hop_budget.checked_sub(1) else {
+                return self.finish_call(now, id, Err(CallError::HopBudgetExhausted));
+            };
+            req.hop_budget = left;
+            req.path.push(self.cfg.cluster_id.as_str().into());
+        }
         let frame_len = req.args.len() + req.function.len() + 128;
         if frame_len > self.cfg.limits.max_frame_size {
             self.limit_hit(Limit::FrameSize);
@@ -278,7 +520,11 @@ impl Node {
             return;
         }
         self.calls.outstanding(provider, 1);
-        self.send(now, &to, &Message::Call(req), TrafficClass::Call);
+        let msg = match leg {
+            Leg::Local => Message::Call(req),
+            Leg::Bridge => Message::FedCall(req),
+        };
+        self.send(now, &to, &msg, TrafficClass::Call);
     }
 
     fn request_of(&self, now: Time, id: CallId, p: &Pending) -> CallRequest {
@@ -289,7 +535,9 @@ impl Node {
             locs: p.call.locs.clone(),
             args: p.call.args.clone(),
             budget_us: p.deadline.saturating_since(now).as_micros() as u64,
-            hop_budget: self.cfg.calls.hop_budget,
+            hop_budget: p.hop_budget,
+            target_cluster: p.target.clone(),
+            path: p.path.clone(),
         }
     }
 
@@ -299,12 +547,16 @@ impl Node {
         &mut self,
         call: &Call,
         exclude: &[NodeId],
+        fixed: Option<CallId>,
     ) -> Result<(NodeId, Addr, bool), CallError> {
-        let providers = self.catalog.providers(&call.function);
-        if providers.is_empty() {
-            return Err(CallError::NotFound(call.function.clone()));
-        }
         let req = call.version_req.as_ref();
+        // Functions served in this cluster (route entries are not).
+        let providers: Vec<&Provider> = self
+            .catalog
+            .providers(&call.function)
+            .iter()
+            .filter(|p| p.body.route.is_none())
+            .collect();
         if !providers
             .iter()
             .any(|p| req.is_none_or(|r| r.matches(&p.version)))
@@ -323,7 +575,7 @@ impl Node {
             {
                 continue;
             }
-            if p.node == me {
+            if p.node == me && fixed.is_none() {
                 return Ok((me, self.addr.clone(), p.body.idempotent));
             }
             let alive = self
@@ -349,7 +601,15 @@ impl Node {
                 CallError::Unreachable
             });
         }
-        let pick = if candidates.len() == 1 {
+        let pick = if let Some(id) = fixed {
+            // Rendezvous: every node with the same view picks the same one.
+            let score = |n: &NodeId| crate::catalog::mix(&(id, n));
+            candidates
+                .iter()
+                .copied()
+                .max_by_key(|c| score(&c.0))
+                .unwrap_or(candidates[0])
+        } else if candidates.len() == 1 {
             candidates[0]
         } else {
             let a = self.rng.random_range(0..candidates.len());
@@ -370,11 +630,14 @@ impl Node {
             pick
         };
         self.calls.last_choice.insert(call.function.clone(), pick.0);
-        let addr = self
-            .members
-            .get(&pick.0)
-            .map(|m| m.addr.clone())
-            .unwrap_or_default();
+        let addr = if pick.0 == me {
+            self.addr.clone()
+        } else {
+            self.members
+                .get(&pick.0)
+                .map(|m| m.addr.clone())
+                .unwrap_or_default()
+        };
         Ok((pick.0, addr, pick.1))
     }
 
@@ -424,20 +687,7 @@ impl Node {
         } else {
             self.metrics.calls_failed += 1;
         }
-        match p.origin {
-            Origin::Local => self
-                .calls
-                .finished
-                .push(Event::CallDone { call: id, result }),
-            Origin::Client { addr, token } => {
-                self.send(
-                    now,
-                    &addr,
-                    &Message::ClientReply(ClientReply { token, result }),
-                    TrafficClass::Call,
-                );
-            }
-        }
+        self.answer(now, &p.origin, id, result);
     }
 
     /// Tries the next provider of an idempotent (or never-started) call;
@@ -446,14 +696,18 @@ impl Node {
         let Some(p) = self.calls.pending.get(&id) else {
             return;
         };
-        let (call, tried) = (p.call.clone(), p.tried.clone());
-        match self.choose_provider(&call, &tried) {
-            Ok((provider, addr, idempotent)) => {
+        let (call, tried, tried_addrs) = (p.call.clone(), p.tried.clone(), p.tried_addrs.clone());
+        let fixed = p.rendezvous.then_some(id);
+        match self.route_call(fixed, &call, &tried, &tried_addrs) {
+            Ok(hop) => {
                 if let Some(p) = self.calls.pending.get_mut(&id) {
-                    p.provider = provider;
-                    p.provider_addr = addr;
-                    p.idempotent = idempotent;
-                    p.tried.push(provider);
+                    p.provider = hop.node;
+                    p.provider_addr = hop.addr.clone();
+                    p.idempotent = hop.idempotent;
+                    p.leg = hop.leg;
+                    p.target = hop.target;
+                    p.tried.push(hop.node);
+                    p.tried_addrs.push(hop.addr);
                 }
                 self.metrics.calls_retried += 1;
                 self.dispatch_call(now, id);
@@ -504,6 +758,21 @@ impl Node {
         }
     }
 
+    /// A bridge went down: calls that crossed it go another way (their
+    /// executor is fixed, so re-sending is safe).
+    pub(super) fn bridge_gone(&mut self, now: Time, addr: &Addr) {
+        let affected: Vec<CallId> = self
+            .calls
+            .pending
+            .iter()
+            .filter(|(_, p)| p.leg == Leg::Bridge && p.provider_addr == *addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in affected {
+            self.retry_call(now, id, CallError::Unreachable);
+        }
+    }
+
     pub(super) fn provider_unreachable(&mut self, now: Time, addr: &Addr) {
         let nodes: Vec<NodeId> = self
             .calls
@@ -543,7 +812,36 @@ impl Node {
     // ----- executing -------------------------------------------------------
 
     pub(super) fn on_call(&mut self, now: Time, from: &Addr, req: CallRequest) {
+        let own = self.cfg.cluster_id.as_str();
+        if req.target_cluster.as_ref().is_some_and(|t| t != own) {
+            // This node is a bridge towards the target: forward it.
+            let origin = Origin::Relay {
+                addr: from.clone(),
+                bridge: false,
+            };
+            return self.start_relay(now, req, origin, false);
+        }
         self.execute(now, req, Some(from.clone()));
+    }
+
+    /// A call arriving over a bridge: refused if it loops, served here if
+    /// this cluster is its target (executor by rendezvous), else forwarded.
+    pub(super) fn on_fed_call(&mut self, now: Time, from: &Addr, req: CallRequest) {
+        let origin = Origin::Relay {
+            addr: from.clone(),
+            bridge: true,
+        };
+        let own = self.cfg.cluster_id.as_str();
+        if req.path.iter().any(|c| c == own) {
+            return self.answer(now, &origin, req.id, Err(CallError::Loop));
+        }
+        let entering = req.target_cluster.as_ref().is_none_or(|t| t == own);
+        self.start_relay(now, req, origin, entering);
+    }
+
+    pub(super) fn on_fed_response(&mut self, now: Time, from: &Addr, resp: CallResponse) {
+        let peer = self.fed.peers.get(from).map(|p| p.node);
+        self.on_response(now, peer, resp);
     }
 
     /// Runs a call here exactly once; `reply_to` is `None` for own calls.
@@ -698,6 +996,7 @@ impl Node {
             locs: c.locs,
             args: c.args,
             timeout: (c.budget_us > 0).then(|| Duration::from_micros(c.budget_us)),
+            target_cluster: c.target_cluster,
         };
         let origin = Origin::Client {
             addr: from.clone(),

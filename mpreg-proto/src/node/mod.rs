@@ -8,6 +8,7 @@
 
 mod broadcast;
 mod calls;
+mod federation;
 mod membership;
 mod overlay;
 mod session;
@@ -25,7 +26,7 @@ use crate::members::{MemberState, MemberTable};
 use crate::metrics::{Limit, Metrics, RejectReason};
 use crate::time::Time;
 use crate::timers::{Timer, Timers};
-use crate::wire::{self, DecodeError, MemberRecord, Message, Role};
+use crate::wire::{self, DecodeError, MemberRecord, Message, MessageKind, Role};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -140,6 +141,7 @@ pub struct Node {
     plumtree: broadcast::Plumtree,
     sync: sync::SyncState,
     calls: calls::Calls,
+    fed: federation::Federation,
     timers: Timers,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -147,6 +149,8 @@ pub struct Node {
     limits_reported: u32,
     /// Set while [`import`](Node::import) runs.
     importing: bool,
+    /// The catalog changed since the last summary export.
+    fed_dirty: bool,
 }
 
 impl Node {
@@ -175,17 +179,25 @@ impl Node {
             plumtree: broadcast::Plumtree::default(),
             sync: sync::SyncState::default(),
             calls: calls::Calls::default(),
+            fed: federation::Federation::default(),
             timers: Timers::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             metrics: Metrics::default(),
             limits_reported: 0,
             importing: false,
+            fed_dirty: false,
             cfg: config,
         };
         let me = node.own_record(MemberState::Alive);
         node.apply_member(now, &me);
         node.schedule_periodic(now);
+        node.fed.configured = node.cfg.federation.bridges.clone();
+        if !node.fed.configured.is_empty() {
+            node.dial_bridges(now);
+            node.timers
+                .set(Timer::Bridge, now + node.cfg.membership.probe_period / 2);
+        }
         Ok(node)
     }
 
@@ -372,7 +384,24 @@ impl Node {
         // Clients may not know the cluster id: they send the wildcard tag,
         // accepted for client messages only.
         let wildcard = header.cluster == wire::ANY_CLUSTER && calls::client_may_send(kind);
-        if header.cluster != self.cluster_tag && !wildcard {
+        // Other clusters speak only over bridges the policy allows.
+        let bridged = self.bridge_cluster(from).map(wire::cluster_tag) == Some(header.cluster);
+        let federated = match kind {
+            MessageKind::BridgeHello => self.cfg.federation.policy != crate::Policy::Strict,
+            MessageKind::BridgeReject => self.is_bridge_session(from),
+            MessageKind::Summary | MessageKind::FedCall | MessageKind::FedResponse => bridged,
+            MessageKind::Ping | MessageKind::Ack => bridged,
+            _ => false,
+        };
+        if matches!(
+            kind,
+            MessageKind::Summary | MessageKind::FedCall | MessageKind::FedResponse
+        ) && !bridged
+        {
+            let e = DecodeError::WrongCluster(header.cluster);
+            return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
+        }
+        if header.cluster != self.cluster_tag && !wildcard && !federated {
             let e = DecodeError::WrongCluster(header.cluster);
             return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
         }
@@ -422,6 +451,7 @@ impl Node {
         if let Some(p) = peer {
             self.heard_from(now, p);
         }
+        self.heard_from_bridge(now, from, None);
         match msg {
             Message::Hello(_) => {}
             Message::Ping(seq) => {
@@ -438,7 +468,10 @@ impl Node {
                     self.check_symmetric(now, from, peer);
                 }
             }
-            Message::Ack(ack) => self.on_ack(now, from, peer, ack),
+            Message::Ack(ack) => {
+                self.heard_from_bridge(now, from, Some(ack.seq));
+                self.on_ack(now, from, peer, ack)
+            }
             Message::PingReq(req) => self.on_ping_req(now, from, req),
             Message::IndirectAck(seq) => self.on_indirect_ack(now, seq),
             Message::Nack(seq) => self.on_nack(now, seq),
@@ -469,6 +502,11 @@ impl Node {
             Message::ClientCall(c) => self.on_client_call(now, from, c),
             Message::ClientQuery((token, q)) => self.on_client_query(now, from, token, q),
             Message::ClientReply(_) | Message::ClientAnswer(_) => {}
+            Message::BridgeHello(h) => self.on_bridge_hello(now, from, h),
+            Message::BridgeReject(_) => self.on_bridge_reject(now, from),
+            Message::Summary(s) => self.on_summary(now, from, s),
+            Message::FedCall(req) => self.on_fed_call(now, from, req),
+            Message::FedResponse(resp) => self.on_fed_response(now, from, resp),
         }
     }
 
@@ -484,6 +522,7 @@ impl Node {
                 Timer::Suspicion(id) => self.on_suspicion_timeout(now, id),
                 Timer::Graft => self.on_graft_timer(now),
                 Timer::Announce => self.on_announce_timer(now),
+                Timer::Bridge => self.on_bridge_timer(now),
                 Timer::Sync => self.on_sync_timer(now),
                 Timer::Shuffle => self.on_shuffle_timer(now),
                 Timer::Join => self.on_join_timer(now),
@@ -563,13 +602,19 @@ impl Node {
             return;
         }
         self.status = Status::Draining;
-        let own: Vec<(compact_str::CompactString, semver::Version)> = self
+        // Local functions and any routes this node offers as a bridge.
+        let own: Vec<(
+            compact_str::CompactString,
+            semver::Version,
+            compact_str::CompactString,
+        )> = self
             .catalog
             .entries_of(&self.me)
-            .map(|(n, v, _)| (n.into(), v.clone()))
+            .chain(self.catalog.routes_of(&self.me))
+            .map(|(n, v, b)| (n.into(), v.clone(), b.scope().into()))
             .collect();
-        for (name, version) in own {
-            self.write_own_catalog(now, name, version, None);
+        for (name, version, scope) in own {
+            self.write_own_catalog(now, name, version, scope, None);
         }
         self.flush(now);
     }
@@ -626,8 +671,9 @@ impl Node {
         let body = crate::catalog::FnBody {
             resources: spec.resources,
             idempotent: spec.idempotent,
+            route: None,
         };
-        self.write_own_catalog(now, spec.name, spec.version, Some(body));
+        self.write_own_catalog(now, spec.name, spec.version, Default::default(), Some(body));
         self.flush(now);
         Ok(())
     }
@@ -637,7 +683,8 @@ impl Node {
         if self.status == Status::Left {
             return false;
         }
-        let done = self.write_own_catalog(now, name.into(), version.clone(), None);
+        let done =
+            self.write_own_catalog(now, name.into(), version.clone(), Default::default(), None);
         self.flush(now);
         done
     }
@@ -741,6 +788,11 @@ impl Node {
 
     /// Sends everything the last input produced.
     fn flush(&mut self, now: Time) {
+        if std::mem::take(&mut self.fed_dirty) {
+            // Catalog changes reach the bridges shortly, in one export.
+            let soon = now + self.cfg.dissemination.graft_timeout_min;
+            self.timers.set_if_earlier(Timer::Bridge, soon);
+        }
         self.flush_broadcasts(now);
         for e in std::mem::take(&mut self.calls.finished) {
             self.events.push_back(e);

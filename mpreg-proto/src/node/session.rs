@@ -25,6 +25,8 @@ struct Session {
     refilled: Time,
     /// When we last told this peer that we hold it Suspect/Dead.
     told: Option<Time>,
+    /// A bridge to another cluster: no member `Hello` goes on it.
+    bridge: bool,
 }
 
 /// Keyed by address, hashed with a per-node seed (from the node's own RNG:
@@ -101,6 +103,7 @@ impl Node {
                     tokens: burst,
                     refilled: now,
                     told: None,
+                    bridge: false,
                 },
             );
         }
@@ -251,10 +254,26 @@ impl Node {
     /// Sends our Hello first on a new connection; returns the version to
     /// encode with.
     fn prepare(&mut self, now: Time, to: &Addr) -> u8 {
-        if !self.session(now, to).hello_sent {
+        let s = self.session(now, to);
+        if !s.hello_sent && !s.bridge {
             self.send_hello(now, to);
         }
         self.session(now, to).version
+    }
+
+    /// Marks the session with `addr` as a bridge to another cluster.
+    pub(super) fn mark_bridge_session(&mut self, now: Time, addr: &Addr) {
+        self.session(now, addr).bridge = true;
+    }
+
+    pub(super) fn is_bridge_session(&self, addr: &Addr) -> bool {
+        self.sessions.map.get(addr).is_some_and(|s| s.bridge)
+    }
+
+    pub(super) fn sessions_set_node(&mut self, addr: &Addr, node: NodeId) {
+        if let Some(s) = self.sessions.map.get_mut(addr) {
+            s.node = Some(node);
+        }
     }
 
     fn push_frame(&mut self, to: &Addr, frame: Vec<u8>, kind: MessageKind, class: TrafficClass) {
