@@ -1,6 +1,7 @@
 //! `mpreg demo`: a cluster in one process over real loopback WebSockets,
 //! measured from observed events.
 
+use crate::net::{self, Kind};
 use clap::Args;
 use mpreg_tokio::{FunctionSpec, Node, NodeEvent, NodeId, Observed, Settings};
 use std::collections::HashSet;
@@ -16,6 +17,10 @@ pub(crate) struct DemoArgs {
     /// Longest wait for each step, in seconds.
     #[arg(long, default_value_t = 30)]
     step_timeout: u64,
+    /// Transport: ws (WebSocket) or quic (self-signed certificates pinned
+    /// by fingerprint).
+    #[arg(long, value_enum, default_value_t = Kind::Ws)]
+    transport: Kind,
 }
 
 struct Demo {
@@ -79,9 +84,10 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let defaults = Settings::local();
     let bound = defaults.protocol.detection_bound(n);
     say!(
-        "mpreg demo: {n} nodes on 127.0.0.1 over WebSockets, seeded as a chain \
+        "mpreg demo: {n} nodes on 127.0.0.1 over {}, seeded as a chain \
          (node i joins through node i-1), default protocol settings \
          (probe period {:?}, detection bound {:?})",
+        args.transport.label(),
         defaults.protocol.membership.probe_period,
         bound
     );
@@ -103,9 +109,13 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         if let Some(Some(prev)) = d.nodes.last() {
             s.seeds = vec![prev.addr().clone()];
         }
-        let node = Node::start(s)
+        let node = net::start(args.transport, &Default::default(), s)
             .await
-            .map_err(|e| format!("node {i} did not start: {e}"))?;
+            .map_err(|e| match e {
+                net::Failure::Config(e) | net::Failure::Other(e) => {
+                    format!("node {i} did not start: {e}")
+                }
+            })?;
         let mut events = node.events();
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -11,10 +11,11 @@ macro_rules! say {
 }
 
 mod demo;
+mod net;
 
 use clap::{Args, Parser, Subcommand};
 use mpreg_tokio::config::{ConfigError, Layer, parse_duration, parse_seed};
-use mpreg_tokio::{Client, Node, Settings, Topology, VersionReq};
+use mpreg_tokio::{Settings, Topology, VersionReq};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,9 +55,11 @@ enum ServerCommand {
     /// Start a node and run until SIGINT/SIGTERM (then leave gracefully).
     ///
     /// Settings are read from the --config file, then the MPREG_*
-    /// environment variables, then these flags; later wins. On start the
-    /// node prints `MPREG_URL=ws://HOST:PORT` (and its other settings as
-    /// `MPREG_*=` lines) on standard output.
+    /// environment variables, then these flags; later wins. The transport
+    /// is the scheme of --listen (ws:// or quic://; without --listen, the
+    /// seeds' scheme, else ws). On start the node prints
+    /// `MPREG_URL=ws://HOST:PORT` (or `quic://HOST:PORT/sha256=…`) and its
+    /// other settings as `MPREG_*=` lines on standard output.
     Start(StartArgs),
 }
 
@@ -65,6 +68,13 @@ struct StartArgs {
     /// TOML config file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where to listen, and over which transport: ws://HOST:PORT or
+    /// quic://HOST:PORT (port 0 picks a free one); overrides --host and
+    /// --port.
+    #[arg(long, value_name = "URL")]
+    listen: Option<String>,
+    #[command(flatten)]
+    tls: net::TlsArgs,
     /// Interface to listen on [default: 127.0.0.1].
     #[arg(long)]
     host: Option<String>,
@@ -101,9 +111,12 @@ struct StartArgs {
 
 #[derive(Args, Debug)]
 struct ClientArgs {
-    /// The node to talk to.
+    /// The node to talk to (ws://HOST:PORT, or quic://HOST:PORT/sha256=…
+    /// as the node printed it).
     #[arg(long, default_value = "ws://127.0.0.1:7000", global = true)]
     url: String,
+    #[command(flatten)]
+    tls: net::TlsArgs,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -145,7 +158,8 @@ enum ClientCommand {
     },
 }
 
-fn flags_layer(a: &StartArgs) -> Result<Layer, ConfigError> {
+fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError> {
+    let mut kind = None;
     let mut l = Layer {
         host: a.host.clone(),
         port: a.port,
@@ -199,7 +213,17 @@ fn flags_layer(a: &StartArgs) -> Result<Layer, ConfigError> {
     if !a.fn_echo.is_empty() {
         l.echo_functions = Some(a.fn_echo.clone());
     }
-    Ok(l)
+    if let Some(url) = &a.listen {
+        let (k, host, port) = net::parse_listen(url).ok_or_else(|| ConfigError::Invalid {
+            key: "--listen".into(),
+            value: url.clone(),
+            expected: "ws://HOST:PORT or quic://HOST:PORT".into(),
+        })?;
+        kind = Some(k);
+        l.host = Some(host);
+        l.port = Some(port);
+    }
+    Ok((l, kind))
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -208,14 +232,25 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 async fn server_start(a: StartArgs) -> ExitCode {
-    let settings = match flags_layer(&a).and_then(|f| Settings::load(a.config.as_deref(), f)) {
+    let (settings, kind) = match flags_layer(&a)
+        .and_then(|(f, kind)| Ok((Settings::load(a.config.as_deref(), f)?, kind)))
+    {
         Ok(s) => s,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let node = match Node::start(settings.clone()).await {
+    // Without --listen, the seeds say which transport the cluster speaks.
+    let kind = kind
+        .or_else(|| {
+            settings
+                .seeds
+                .first()
+                .and_then(|s| net::Kind::of_url(s.as_str()))
+        })
+        .unwrap_or(net::Kind::Ws);
+    let node = match net::start(kind, &a.tls.config(), settings.clone()).await {
         Ok(n) => n,
-        Err(mpreg_tokio::StartError::Config(e)) => return fail(EXIT_CONFIG, e),
-        Err(e) => return fail(1, e),
+        Err(net::Failure::Config(e)) => return fail(EXIT_CONFIG, e),
+        Err(net::Failure::Other(e)) => return fail(1, e),
     };
     let info = node.info().clone();
     let m = &node.config().membership;
@@ -292,10 +327,10 @@ fn print_result(bytes: &[u8]) {
 }
 
 async fn client(a: ClientArgs) -> ExitCode {
-    let client = match Client::connect(&a.url).await {
+    let client = match net::connect(&a.url, &a.tls.config()).await {
         Ok(c) => c,
-        Err(e @ mpreg_tokio::ClientError::Url(_)) => return fail(EXIT_CONFIG, e),
-        Err(e) => return fail(1, e),
+        Err(net::Failure::Config(e)) => return fail(EXIT_CONFIG, e),
+        Err(net::Failure::Other(e)) => return fail(1, e),
     };
     match a.command {
         ClientCommand::Call {

@@ -23,6 +23,7 @@ use mpreg_tokio::transport::{Listener, MessageSink, MessageStream, Transport};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -190,7 +191,7 @@ async fn halves(conn: quinn::Connection, max_message: usize) -> io::Result<(Quic
     Ok((
         QuicSink {
             streams,
-            _conn: conn,
+            conn: conn,
         },
         QuicStream {
             rx,
@@ -315,7 +316,7 @@ impl Listener for QuicListener {
 #[derive(Debug)]
 pub struct QuicSink {
     streams: Vec<quinn::SendStream>,
-    _conn: quinn::Connection,
+    conn: quinn::Connection,
 }
 
 impl MessageSink for QuicSink {
@@ -342,10 +343,16 @@ impl MessageSink for QuicSink {
             s.write_all(&0u32.to_be_bytes()).await.map_err(write_err)?;
             let _ = s.finish();
         }
-        // Wait until the peer has everything, so the connection may go.
-        for s in &self.streams {
-            let _ = s.stopped().await;
-        }
+        // Wait until the peer has acknowledged everything, so the
+        // connection may go — but not for a peer that vanished (a crashed
+        // host answers nothing): a few round trips at most.
+        let wait = (self.conn.rtt() * 8).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let acked = async {
+            for s in &self.streams {
+                let _ = s.stopped().await;
+            }
+        };
+        let _ = tokio::time::timeout(wait, acked).await;
         Ok(())
     }
 }

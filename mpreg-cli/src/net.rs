@@ -1,0 +1,157 @@
+//! Transport selection by URL scheme: `ws://` (WebSocket, mpreg-tokio) or
+//! `quic://` (mpreg-quic). Everything above the transport is the same code.
+
+use clap::{Args, ValueEnum};
+use mpreg_quic::QuicConfig;
+use mpreg_tokio::{Client, Node, Settings, StartError, WsTransport};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A transport the CLI can run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Kind {
+    /// WebSocket over TCP (`ws://`).
+    Ws,
+    /// QUIC (`quic://`).
+    Quic,
+}
+
+impl Kind {
+    pub(crate) fn of_url(url: &str) -> Option<Kind> {
+        match url.trim().split_once("://")?.0 {
+            "ws" => Some(Kind::Ws),
+            "quic" => Some(Kind::Quic),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Ws => "WebSockets",
+            Kind::Quic => "QUIC",
+        }
+    }
+}
+
+/// Certificates for QUIC (ignored over WebSocket).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// QUIC: PEM certificate chain of this node (with --quic-key). Without
+    /// it a self-signed certificate is made and pinned by the fingerprint
+    /// in the node's URL.
+    #[arg(long, value_name = "FILE", global = true)]
+    quic_cert: Option<PathBuf>,
+    /// QUIC: PEM private key of --quic-cert.
+    #[arg(long, value_name = "FILE", global = true)]
+    quic_key: Option<PathBuf>,
+    /// QUIC: PEM CA certificates that verify peers whose URL pins no
+    /// fingerprint.
+    #[arg(long, value_name = "FILE", global = true)]
+    quic_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub(crate) fn config(&self) -> QuicConfig {
+        let mut c = QuicConfig::default();
+        c.cert.clone_from(&self.quic_cert);
+        c.key.clone_from(&self.quic_key);
+        c.ca.clone_from(&self.quic_ca);
+        c
+    }
+}
+
+/// Why a node or client did not start, with the exit code it deserves.
+pub(crate) enum Failure {
+    /// Bad configuration or usage (exit 2).
+    Config(String),
+    /// Anything else (exit 1).
+    Other(String),
+}
+
+fn start_failure(e: StartError) -> Failure {
+    match e {
+        StartError::Config(e) => Failure::Config(e.to_string()),
+        e => Failure::Other(e.to_string()),
+    }
+}
+
+/// Starts a node over `kind`.
+pub(crate) async fn start(kind: Kind, tls: &QuicConfig, s: Settings) -> Result<Node, Failure> {
+    match kind {
+        Kind::Ws => Node::start_with(WsTransport, s)
+            .await
+            .map_err(start_failure),
+        Kind::Quic => {
+            let t =
+                mpreg_quic::QuicTransport::new(tls).map_err(|e| Failure::Config(e.to_string()))?;
+            Node::start_with(t, s).await.map_err(start_failure)
+        }
+    }
+}
+
+/// Connects a client to `url`, over the transport its scheme names.
+pub(crate) async fn connect(url: &str, tls: &QuicConfig) -> Result<Client, Failure> {
+    let timeout = Duration::from_secs(5);
+    let r = match Kind::of_url(url) {
+        Some(Kind::Ws) => Client::connect_with(WsTransport, url, timeout).await,
+        Some(Kind::Quic) => {
+            let t =
+                mpreg_quic::QuicTransport::new(tls).map_err(|e| Failure::Config(e.to_string()))?;
+            Client::connect_with(t, url, timeout).await
+        }
+        None => {
+            return Err(Failure::Config(format!(
+                "invalid node URL {url:?} (expected ws://host:port or quic://host:port[/sha256=HEX])"
+            )));
+        }
+    };
+    r.map_err(|e| match e {
+        e @ mpreg_tokio::ClientError::Url(_) => Failure::Config(e.to_string()),
+        e => Failure::Other(e.to_string()),
+    })
+}
+
+/// `(kind, host, port)` of a `--listen` URL (`ws://0.0.0.0:7000`,
+/// `quic://127.0.0.1:0`, `quic://[::1]:7000`).
+pub(crate) fn parse_listen(url: &str) -> Option<(Kind, String, u16)> {
+    let kind = Kind::of_url(url)?;
+    let rest = url.trim().split_once("://")?.1;
+    let auth = rest.strip_suffix('/').unwrap_or(rest);
+    if auth.contains('/') {
+        return None;
+    }
+    let (host, port) = auth.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some(())?;
+    Some((kind, host.to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_urls_name_a_transport_host_and_port() {
+        assert_eq!(
+            parse_listen("quic://127.0.0.1:0"),
+            Some((Kind::Quic, "127.0.0.1".into(), 0))
+        );
+        assert_eq!(
+            parse_listen("ws://[::1]:7000/"),
+            Some((Kind::Ws, "::1".into(), 7000))
+        );
+        for bad in [
+            "tcp://a:1",
+            "quic://a",
+            "quic://:1",
+            "ws://a:x",
+            "ws://a:1/p",
+            "a:1",
+        ] {
+            assert_eq!(parse_listen(bad), None, "{bad}");
+        }
+    }
+}
