@@ -189,10 +189,7 @@ async fn halves(conn: quinn::Connection, max_message: usize) -> io::Result<(Quic
     let (tx, rx) = mpsc::channel(64);
     let reader = tokio::spawn(read_streams(conn.clone(), max_message, tx));
     Ok((
-        QuicSink {
-            streams,
-            conn: conn,
-        },
+        QuicSink { streams, conn },
         QuicStream {
             rx,
             ended: 0,
