@@ -48,6 +48,8 @@ pub(super) struct Federation {
     version: u64,
     /// Hash of what was last exported to each peer.
     exported: BTreeMap<Addr, u64>,
+    /// The next hop last chosen per destination cluster (hysteresis).
+    last_hop: BTreeMap<CompactString, Addr>,
     seq: u32,
 }
 
@@ -385,9 +387,11 @@ impl Node {
     }
 
     /// The best bridge peer towards `dest` for a function (fewest cluster
-    /// hops, then lowest RTT), skipping `exclude`.
+    /// hops, then lowest RTT), skipping `exclude`. The previous choice for
+    /// `dest` is kept unless another is clearly better (fewer hops, or a
+    /// third less RTT), so near-ties do not flap.
     pub(super) fn next_hop(
-        &self,
+        &mut self,
         dest: &str,
         function: &str,
         locs: &ResourceSet,
@@ -395,7 +399,8 @@ impl Node {
     ) -> Option<(Addr, NodeId)> {
         let own = self.cfg.cluster_id.as_str();
         let far = std::time::Duration::from_secs(3600);
-        self.fed
+        let options: Vec<(usize, std::time::Duration, Addr, NodeId)> = self
+            .fed
             .peers
             .iter()
             .filter(|(a, p)| p.up && !exclude.contains(a))
@@ -417,8 +422,21 @@ impl Node {
                     .min()?;
                 Some((hops, p.rtt.estimate().unwrap_or(far), a.clone(), p.node))
             })
-            .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
-            .map(|(_, _, a, n)| (a, n))
+            .collect();
+        let best = options
+            .iter()
+            .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))?
+            .clone();
+        let keep = self
+            .fed
+            .last_hop
+            .get(dest)
+            .and_then(|prev| options.iter().find(|o| o.2 == *prev))
+            .filter(|prev| !(best.0 < prev.0 || (best.0 == prev.0 && best.1.mul_f64(1.5) < prev.1)))
+            .cloned();
+        let pick = keep.unwrap_or(best);
+        self.fed.last_hop.insert(dest.into(), pick.2.clone());
+        Some((pick.2, pick.3))
     }
 
     /// Whether `addr` is an up bridge peer, and its cluster's tag.
