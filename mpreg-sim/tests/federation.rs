@@ -357,10 +357,7 @@ fn a_local_node_calls_a_function_served_only_in_another_region() {
             .clone()
             .unwrap();
         eprintln!("{layout}: route {:?} known after {took:?}", route.path);
-        assert_eq!(
-            route.path.first().map(|c| c.as_str()),
-            Some(if layout == "4+2+1" { "r0" } else { "r0" })
-        );
+        assert_eq!(route.path.first().map(|c| c.as_str()), Some("r0"));
         assert!(route.path.iter().any(|c| c == "global"));
         let id = sim
             .call(
@@ -479,7 +476,7 @@ fn routes_are_withdrawn_when_a_bridge_fails_and_relearned_on_heal() {
     });
     eprintln!("withdrawn after {gone:?}");
     assert!(gone.is_some(), "routes withdrawn when the bridge fails");
-    assert!(matches!(sim.call(a[1], Call::new("remote")), Err(_)));
+    assert!(sim.call(a[1], Call::new("remote")).is_err());
     sim.heal();
     all.extend(&b);
     let back = within(&mut sim, Duration::from_secs(30), has);
