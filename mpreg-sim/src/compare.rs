@@ -18,7 +18,7 @@
 //! | `propagation_s_median`, `propagation_s_p95` | time from registration until every catalog had it |
 //! | `callability_pct` | % of (node, seed) pairs whose call to the new function succeeded |
 //! | `callability_s_median`, `callability_s_p95` | time from registration until a call from every node had succeeded (each node retries every 10 ms) |
-//! | `frames_per_update`, `copies_per_update` | frames carrying update payloads, and payload copies, sent cluster-wide for the one registration |
+//! | `frames_per_update`, `copies_per_update` | frames carrying update payloads (gossip, anti-entropy, bridge summaries), and payload copies, sent cluster-wide for the one registration |
 //! | `frames_per_node_s`, `bytes_per_node_s` | steady-state traffic sent per node per second |
 //! | `links_per_node`, `links_per_node_max` | open connections per node (mean, max) |
 //! | `detection_s_median` | time from a silent crash until every live node marked it Dead |
@@ -147,7 +147,8 @@ fn updates_out(sim: &Sim, nodes: &[usize]) -> (u64, u64) {
         .fold((0, 0), |a, n| {
             let m = n.metrics();
             let frames = m.frames_out_of(mpreg_proto::wire::MessageKind::Gossip)
-                + m.frames_out_of(mpreg_proto::wire::MessageKind::SyncUpdates);
+                + m.frames_out_of(mpreg_proto::wire::MessageKind::SyncUpdates)
+                + m.frames_out_of(mpreg_proto::wire::MessageKind::Summary);
             (a.0 + frames, a.1 + m.updates_sent)
         })
 }
@@ -163,13 +164,19 @@ fn one_run(t: &dyn TopologyBuilder, seed: u64, o: &Options) -> Run {
     sim.net.default_link = Link::latency(Duration::from_millis(1)).with_loss(o.loss);
     let topo = t.build(&mut sim, &o.config);
     let nodes = topo.nodes.clone();
+    // Membership is per cluster: one group unless the topology federates.
+    let clusters: Vec<Vec<usize>> = if topo.federated {
+        topo.groups.iter().map(|g| g.1.clone()).collect()
+    } else {
+        vec![nodes.clone()]
+    };
     let mut r = Run {
         nodes: nodes.len(),
         ..Run::default()
     };
     let ms = Duration::from_millis(1);
     r.converged = time_until(&mut sim, Duration::from_secs(60), ms, |s| {
-        converged(s, &nodes)
+        clusters.iter().all(|g| converged(s, g))
     })
     .map(|d| d.as_secs_f64());
     sim.run_for(Duration::from_secs(5));
@@ -297,7 +304,13 @@ fn one_run(t: &dyn TopologyBuilder, seed: u64, o: &Options) -> Run {
 
     // A silent crash of a node that is not the provider.
     let victim = nodes[nodes.len() / 2];
-    r.detection = crate::scenario::detection(&mut sim, &nodes, victim, Duration::from_secs(30))
+    // Its own cluster's members are the ones that know it.
+    let observers: Vec<usize> = clusters
+        .iter()
+        .find(|g| g.contains(&victim))
+        .cloned()
+        .unwrap_or_default();
+    r.detection = crate::scenario::detection(&mut sim, &observers, victim, Duration::from_secs(30))
         .map(|d| d.as_secs_f64());
 
     for o in &sim.log.events {
@@ -397,7 +410,8 @@ pub fn measure(
     }
 }
 
-/// Measures the guide's five topologies.
+/// Measures the guide's five topologies, then the federated variants
+/// (hierarchical tiers and datacenters as bridged clusters).
 pub fn run(o: &Options, mut progress: impl FnMut(&str)) -> Vec<Row> {
     crate::topology::guide_topologies()
         .into_iter()

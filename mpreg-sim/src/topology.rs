@@ -19,6 +19,9 @@ pub struct Topology {
     /// Partition scenarios this topology is tested with: each a name and
     /// the groups the network splits into.
     pub partitions: Vec<(String, Vec<Vec<usize>>)>,
+    /// Whether the groups are separate clusters bridged together (then
+    /// membership and failure detection are per group).
+    pub federated: bool,
 }
 
 /// Builds a cluster inside a simulator.
@@ -73,6 +76,7 @@ impl TopologyBuilder for DynamicMesh {
             groups: vec![("mesh".into(), nodes.clone())],
             nodes,
             partitions: Vec::new(),
+            federated: false,
         }
     }
 }
@@ -247,7 +251,151 @@ impl TopologyBuilder for SelfHealing {
                 ),
             ],
             nodes,
+            federated: false,
         }
+    }
+}
+
+fn federated(cfg: &Config, cluster: &str, name: String) -> Config {
+    Config {
+        cluster_id: cluster.into(),
+        name,
+        federation: mpreg_proto::FederationConfig {
+            policy: mpreg_proto::Policy::Permissive,
+            bridges: Vec::new(),
+        },
+        ..cfg.clone()
+    }
+}
+
+/// The hierarchical topology as tiers of clusters: local clusters bridge to
+/// their regional cluster, regional clusters to the global one; summaries
+/// aggregate upward and calls cross the tiers.
+#[derive(Clone, Debug)]
+pub struct FederatedHierarchical {
+    /// Local clusters: (nodes, index of their regional cluster).
+    pub locals: Vec<(usize, usize)>,
+    /// Regional clusters' sizes.
+    pub regionals: Vec<usize>,
+    /// Global cluster's size.
+    pub global: usize,
+}
+
+impl FederatedHierarchical {
+    /// The guide's 4+2+1: two local clusters of 2, two regional clusters
+    /// of 1, a global cluster of 1.
+    pub fn small() -> Self {
+        FederatedHierarchical {
+            locals: vec![(2, 0), (2, 1)],
+            regionals: vec![1, 1],
+            global: 1,
+        }
+    }
+
+    /// The guide's enterprise 16+6+2: four local clusters of 4, two
+    /// regional clusters of 3, a global cluster of 2.
+    pub fn enterprise() -> Self {
+        FederatedHierarchical {
+            locals: vec![(4, 0), (4, 0), (4, 1), (4, 1)],
+            regionals: vec![3, 3],
+            global: 2,
+        }
+    }
+}
+
+fn federated_cluster(
+    sim: &mut Sim,
+    cfg: &Config,
+    cluster: &str,
+    n: usize,
+    zone: u16,
+) -> Vec<usize> {
+    let nodes: Vec<usize> = (0..n)
+        .map(|i| sim.add_node_in_zone(federated(cfg, cluster, format!("{cluster}-node-{i}")), zone))
+        .collect();
+    for (i, &node) in nodes.iter().enumerate() {
+        with_resource(sim, node, format!("{cluster}-resource-{i}"));
+        if i > 0 {
+            sim.join(node, &[nodes[0]]);
+        }
+    }
+    nodes
+}
+
+impl TopologyBuilder for FederatedHierarchical {
+    fn name(&self) -> String {
+        let local: usize = self.locals.iter().map(|l| l.0).sum();
+        let regional: usize = self.regionals.iter().sum();
+        format!("Hierarchical fed. ({local}+{regional}+{})", self.global)
+    }
+
+    fn build(&self, sim: &mut Sim, cfg: &Config) -> Topology {
+        let mut t = Topology {
+            federated: true,
+            ..Topology::default()
+        };
+        let global = federated_cluster(sim, cfg, "global", self.global, 0);
+        let mut regional = Vec::new();
+        for (k, n) in self.regionals.iter().enumerate() {
+            let name = format!("regional-{k}");
+            let r = federated_cluster(sim, cfg, &name, *n, 0);
+            sim.bridge(r[0], "global", &[global[0]]);
+            regional.push((name, r));
+        }
+        for (k, (n, region)) in self.locals.iter().enumerate() {
+            let name = format!("local-{k}");
+            let l = federated_cluster(sim, cfg, &name, *n, 0);
+            let (rname, r) = &regional[*region];
+            sim.bridge(l[0], rname, &[r[0]]);
+            t.nodes.extend(&l);
+            t.groups.push((name, l));
+        }
+        for (name, r) in regional {
+            t.nodes.extend(&r);
+            t.groups.push((name, r));
+        }
+        t.nodes.extend(&global);
+        t.groups.push(("global".into(), global));
+        t
+    }
+}
+
+/// Cross-datacenter as three clusters (US-East 3, EU-West 3, Asia-Pacific
+/// 2) whose first nodes bridge pairwise over 80, 120 and 150 ms links.
+#[derive(Clone, Debug)]
+pub struct FederatedCrossDatacenter;
+
+impl TopologyBuilder for FederatedCrossDatacenter {
+    fn name(&self) -> String {
+        "Cross-DC fed. (3+3+2)".into()
+    }
+
+    fn build(&self, sim: &mut Sim, cfg: &Config) -> Topology {
+        let loss = sim.net.default_link.loss;
+        let link = |ms: u64| Link::latency(Duration::from_millis(ms)).with_loss(loss);
+        for (z, (_, _, ms)) in DATACENTERS.iter().enumerate() {
+            sim.set_zone_link(z as u16, z as u16, link(*ms));
+        }
+        sim.set_zone_link(0, 1, link(80));
+        sim.set_zone_link(0, 2, link(150));
+        sim.set_zone_link(1, 2, link(120));
+        let mut t = Topology {
+            federated: true,
+            ..Topology::default()
+        };
+        for (z, (dc, size, _)) in DATACENTERS.iter().enumerate() {
+            let c = federated_cluster(sim, cfg, &dc.to_lowercase(), *size, z as u16);
+            t.nodes.extend(&c);
+            t.groups.push((dc.to_lowercase(), c));
+        }
+        let leaders: Vec<(String, usize)> =
+            t.groups.iter().map(|(n, g)| (n.clone(), g[0])).collect();
+        for (i, (_, a)) in leaders.iter().enumerate() {
+            for (name, b) in &leaders[i + 1..] {
+                sim.bridge(*a, name, &[*b]);
+            }
+        }
+        t
     }
 }
 
@@ -288,5 +436,14 @@ pub fn guide_topologies() -> Vec<(Box<dyn TopologyBuilder>, GuideFigures)> {
         ),
         (Box::new(CrossDatacenter), f(30.36, 75.0, 3421.0)),
         (Box::new(SelfHealing), f(45.56, 80.0, 2987.0)),
+        (
+            Box::new(FederatedHierarchical::small()),
+            f(57.14, 71.43, 2156.0),
+        ),
+        (
+            Box::new(FederatedHierarchical::enterprise()),
+            f(57.14, 71.43, 2156.0),
+        ),
+        (Box::new(FederatedCrossDatacenter), f(30.36, 75.0, 3421.0)),
     ]
 }

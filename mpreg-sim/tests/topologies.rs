@@ -22,7 +22,15 @@ fn options(loss: f64, seeds: u64) -> Options {
 
 fn check_all(loss: f64) {
     let rows = compare::run(&options(loss, 3), |_| {});
-    assert_eq!(rows.len(), 7);
+    assert_eq!(
+        rows.len(),
+        10,
+        "five topologies (seven layouts) and three federated variants"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.topology.contains("fed.")).count(),
+        3
+    );
     for r in &rows {
         let name = &r.topology;
         assert_eq!(r.propagation_pct, 100.0, "{name} at {loss}: propagation");
