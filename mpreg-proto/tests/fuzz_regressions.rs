@@ -67,3 +67,38 @@ fn a_hello_from_the_nodes_own_address_is_not_answered_to_itself() {
         assert!(!to.as_str().is_empty(), "the node sent to an empty address");
     }
 }
+
+fn gossip(records: Vec<MemberRecord>) -> Vec<u8> {
+    frame(&Message::Gossip(
+        records.into_iter().map(wire::Update::Member).collect(),
+    ))
+}
+
+fn record(id: NodeId, addr: &Addr, incarnation: u64, state: MemberState) -> MemberRecord {
+    MemberRecord {
+        id,
+        addr: addr.clone(),
+        incarnation,
+        state,
+        accusers: vec![],
+        name: Default::default(),
+    }
+}
+
+/// node_inputs: a record of the node itself at incarnation `u64::MAX`
+/// (gossiped or imported) overflowed the refutation's `incarnation + 1`.
+#[test]
+fn a_record_of_the_node_at_the_top_incarnation_is_refuted_without_overflow() {
+    let mut n = node(1);
+    let (me, at) = (n.id(), n.addr().clone());
+    let peer = Addr::new("sim://2");
+    let bad = record(me, &at, u64::MAX, MemberState::Suspect);
+    let _ = n.handle_frame(Time::ZERO, &peer, &gossip(vec![bad.clone()]));
+    assert_eq!(n.incarnation(), u64::MAX);
+    assert_eq!(n.member_state(&me), Some(MemberState::Alive));
+    // Again, and through import: the incarnation stays at the top.
+    let _ = n.handle_frame(Time::ZERO, &peer, &gossip(vec![bad.clone()]));
+    n.import(Time::ZERO, &[wire::Update::Member(bad)]);
+    assert_eq!(n.incarnation(), u64::MAX);
+    assert_eq!(n.member_state(&me), Some(MemberState::Alive));
+}

@@ -522,7 +522,8 @@ impl Node {
         if rec.state != MemberState::Alive {
             self.metrics.refutations += 1;
         }
-        self.incarnation = self.incarnation.max(rec.incarnation) + 1;
+        // Saturating: a peer may send any incarnation, up to u64::MAX.
+        self.incarnation = self.incarnation.max(rec.incarnation).saturating_add(1);
         let me = self.own_record(MemberState::Alive);
         self.write_own_record(now, &me);
         self.broadcast(Update::Member(me));
