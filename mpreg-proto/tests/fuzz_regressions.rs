@@ -102,3 +102,28 @@ fn a_record_of_the_node_at_the_top_incarnation_is_refuted_without_overflow() {
     assert_eq!(n.incarnation(), u64::MAX);
     assert_eq!(n.member_state(&me), Some(MemberState::Alive));
 }
+
+/// node_inputs: an unsolicited `NeighborReply(true)` from a peer that said
+/// `Hello` but is no member (unknown, or refused by the member cap) put it
+/// in the active view, where nothing would ever remove it.
+#[test]
+fn only_live_members_enter_the_active_view() {
+    let mut n = node(1);
+    let (ghost, at) = (NodeId::from_u128(4), Addr::new("sim://4"));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(ghost, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&Message::NeighborReply(true)));
+    assert!(n.active_view().is_empty(), "{:?}", n.active_view());
+    assert_eq!(n.member_state(&ghost), None);
+    // A joiner the member cap keeps out is not made a neighbour either.
+    let mut cfg = config();
+    cfg.limits.max_members = 2;
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    assert_eq!(n.members().count(), 2);
+    assert_eq!(n.active_view(), vec![NodeId::from_u128(2)]);
+}

@@ -180,6 +180,11 @@ impl Node {
         if id == self.me || self.is_active(id) || addr.as_str().is_empty() {
             return false;
         }
+        // Only a live member: anything else (unknown, or not admitted by
+        // the member cap) would never be probed out of the view.
+        if !self.members.get(&id).is_some_and(|m| m.state.is_live()) {
+            return false;
+        }
         self.overlay.pending.remove(&id);
         self.overlay.passive.retain(|p| p.id != id);
         self.overlay.active.push(ActivePeer {
