@@ -127,3 +127,20 @@ fn only_live_members_enter_the_active_view() {
     assert_eq!(n.members().count(), 2);
     assert_eq!(n.active_view(), vec![NodeId::from_u128(2)]);
 }
+
+/// node_inputs: importing a snapshot in which an active peer has left (or
+/// died) kept it in the active view: imports skip member events, and with
+/// them the clean-up.
+#[test]
+fn an_imported_departure_leaves_the_active_view() {
+    let mut n = node(1);
+    let (id, at) = (NodeId::from_u128(5), Addr::new("sim://5"));
+    let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    assert_eq!(n.active_view(), vec![id]);
+    let left = record(id, &at, 2, MemberState::Left);
+    n.import(Time::ZERO, &[wire::Update::Member(left)]);
+    assert_eq!(n.member_state(&id), Some(MemberState::Left));
+    assert!(n.active_view().is_empty(), "{:?}", n.active_view());
+}

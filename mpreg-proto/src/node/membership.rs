@@ -490,7 +490,7 @@ impl Node {
     }
 
     /// A member is Dead or Left: out of the views; its calls fail over.
-    fn member_gone(&mut self, now: Time, id: NodeId) {
+    pub(super) fn member_gone(&mut self, now: Time, id: NodeId) {
         self.remove_active(now, id, false);
         self.overlay.passive.retain(|p| p.id != id);
         self.provider_gone(now, id, true);

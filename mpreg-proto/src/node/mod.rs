@@ -648,6 +648,17 @@ impl Node {
         for (id, inc) in suspects {
             self.schedule_suspicion(now, id, inc);
         }
+        // Imported deaths and departures still leave the active view.
+        let gone: Vec<NodeId> = self
+            .overlay
+            .active
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !self.members.get(id).is_some_and(|m| m.state.is_live()))
+            .collect();
+        for id in gone {
+            self.member_gone(now, id);
+        }
         self.update_ring(now);
         self.schedule_repair(now);
         self.flush(now);
