@@ -59,6 +59,9 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    Metrics {
+        reply: oneshot::Sender<mpreg_proto::Metrics>,
+    },
     Leave {
         grace: Duration,
         reply: oneshot::Sender<()>,
@@ -711,6 +714,9 @@ impl<T: Transport> Driver<T> {
                 s.live_members = self.core.live_members();
                 s.local_health = self.core.local_health();
                 let _ = reply.send(s);
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(self.core.metrics().clone());
             }
             Command::Leave { grace, reply } => match &mut self.leaving {
                 Some((_, replies)) => replies.push(reply),

@@ -83,6 +83,6 @@ pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 
 pub use mpreg_proto::{
-    Addr, CallError, FunctionSpec, MemberState, MemberView, NodeId, RegisterError,
+    Addr, CallError, FunctionSpec, MemberState, MemberView, Metrics, NodeId, RegisterError,
 };
 pub use semver::{Version, VersionReq};

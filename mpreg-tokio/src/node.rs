@@ -580,6 +580,12 @@ impl Node {
         self.ask(|reply| Command::Stats { reply }).await
     }
 
+    /// The core's protocol counters (frames by kind, rejected frames by
+    /// reason, probes, suspicions, calls, …).
+    pub async fn metrics(&self) -> Result<mpreg_proto::Metrics, Stopped> {
+        self.ask(|reply| Command::Metrics { reply }).await
+    }
+
     /// Adds seeds to join through.
     pub async fn join(&self, seeds: Vec<Addr>) -> Result<(), Stopped> {
         self.inner
