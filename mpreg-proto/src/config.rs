@@ -268,6 +268,9 @@ pub struct Limits {
     pub max_missing_updates: usize,
     /// Frames waiting in `poll_transmit`. Default 1,000,000.
     pub max_queued_transmits: usize,
+    /// Lazy announcements ("I have") waiting for one peer's batch; more
+    /// send the batch at once. Default 65,536.
+    pub max_pending_announcements: usize,
     /// Sustained frames per second accepted from one address. Default 20,000.
     pub peer_frames_per_sec: u32,
     /// Burst of frames accepted from one address. Default 40,000.
@@ -362,6 +365,7 @@ impl Default for Limits {
             max_sessions: 65_536,
             max_missing_updates: 65_536,
             max_queued_transmits: 1_000_000,
+            max_pending_announcements: 65_536,
             peer_frames_per_sec: 20_000,
             peer_frame_burst: 40_000,
         }
@@ -533,6 +537,10 @@ impl Config {
             ("limits.max_sessions", l.max_sessions),
             ("limits.max_missing_updates", l.max_missing_updates),
             ("limits.max_queued_transmits", l.max_queued_transmits),
+            (
+                "limits.max_pending_announcements",
+                l.max_pending_announcements,
+            ),
         ] {
             if v == 0 {
                 return Err(range(key, 0, "must be at least 1"));

@@ -54,11 +54,19 @@ pub enum Limit {
     Sessions,
     MissingUpdates,
     QueuedTransmits,
+    /// A peer sent faster than `peer_frames_per_sec` (beyond the burst).
+    PeerRate,
+    /// Lazy announcements queued for one peer reached
+    /// `max_pending_announcements`: they left at once.
+    Announcements,
+    /// An anti-entropy (or graft) answer filled `sync_pages_per_exchange`
+    /// pages of `sync_page_bytes`: the rest waits for the next exchange.
+    SyncPages,
 }
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 13] = [
         Limit::FrameSize,
         Limit::Members,
         Limit::FunctionsPerNode,
@@ -69,6 +77,9 @@ impl Limit {
         Limit::Sessions,
         Limit::MissingUpdates,
         Limit::QueuedTransmits,
+        Limit::PeerRate,
+        Limit::Announcements,
+        Limit::SyncPages,
     ];
 }
 

@@ -211,7 +211,16 @@ impl Node {
                 .and_then(|p| p.announced)
                 .is_some_and(|t| now < t + delay);
             if recent || self.plumtree.announce.contains_key(&id) {
-                self.plumtree.announce.entry(id).or_default().extend(ids);
+                let queue = self.plumtree.announce.entry(id).or_default();
+                queue.extend(ids);
+                if queue.len() >= self.cfg.limits.max_pending_announcements {
+                    // The batch is full: it leaves now.
+                    let full = std::mem::take(queue);
+                    self.plumtree.announce.remove(&id);
+                    self.limit_hit(Limit::Announcements);
+                    self.send_ihave(now, id, full);
+                    continue;
+                }
                 self.timers.set_if_earlier(Timer::Announce, now + delay);
             } else {
                 self.send_ihave(now, id, ids);
@@ -291,6 +300,9 @@ impl Node {
             sent += j - i;
             pages += 1;
             i = j;
+        }
+        if i < items.len() {
+            self.limit_hit(Limit::SyncPages);
         }
         sent
     }

@@ -371,11 +371,15 @@ impl Node {
         frame: &[u8],
     ) -> Result<Received, FrameError> {
         if !self.sessions.admit(now, from, &self.cfg.limits) {
+            self.limit_hit(Limit::PeerRate);
             return Err(self.reject(RejectReason::RateLimited, FrameError::RateLimited));
         }
         let (header, msg) = match wire::decode(frame, self.cfg.limits.max_frame_size, None) {
             Ok(m) => m,
             Err(e) => {
+                if matches!(e, DecodeError::TooLarge { .. }) {
+                    self.limit_hit(Limit::FrameSize);
+                }
                 let reason = reject_reason(&e);
                 return Err(self.reject(reason, FrameError::Decode(e)));
             }
