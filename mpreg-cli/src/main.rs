@@ -14,8 +14,11 @@ mod demo;
 mod net;
 
 use clap::{Args, Parser, Subcommand};
-use mpreg_tokio::config::{ConfigError, Layer, parse_duration, parse_seed};
-use mpreg_tokio::{Settings, Topology, VersionReq};
+use mpreg_tokio::config::{
+    ConfigError, FederationLayer, Layer, PolicyKind, check_names, parse_bridge, parse_duration,
+    parse_seed,
+};
+use mpreg_tokio::{Policy, Settings, Topology, VersionReq};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,7 +47,7 @@ enum Top {
         command: ServerCommand,
     },
     /// Talk to a node as a client (not a cluster member).
-    Client(ClientArgs),
+    Client(Box<ClientArgs>),
     /// Start a 6-node cluster on loopback and measure membership, catalog
     /// propagation, calls, crash detection and leave.
     Demo(demo::DemoArgs),
@@ -60,7 +63,7 @@ enum ServerCommand {
     /// seeds' scheme, else ws). On start the node prints
     /// `MPREG_URL=ws://HOST:PORT` (or `quic://HOST:PORT/sha256=…`) and its
     /// other settings as `MPREG_*=` lines on standard output.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +110,35 @@ struct StartArgs {
     /// node's resources (repeatable).
     #[arg(long = "fn-echo", value_name = "NAME")]
     fn_echo: Vec<String>,
+    #[command(flatten)]
+    federation: FederationArgs,
+}
+
+/// Federation with other clusters (the `[federation]` config section).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Federation")]
+struct FederationArgs {
+    /// What crosses clusters: strict (nothing; the default), explicit (the
+    /// --allow-cluster list, --export/--import patterns) or permissive.
+    #[arg(long, value_name = "POLICY")]
+    policy: Option<String>,
+    /// A remote cluster that may bridge with this one (repeatable; also
+    /// comma-separated); implies --policy explicit.
+    #[arg(long = "allow-cluster", value_name = "CLUSTER")]
+    allow: Vec<String>,
+    /// Functions offered to other clusters: names or `*` patterns
+    /// (repeatable; explicit policy; default `*`).
+    #[arg(long = "export", value_name = "PATTERN")]
+    export: Vec<String>,
+    /// Functions taken from other clusters: names or `*` patterns
+    /// (repeatable; explicit policy; default `*`).
+    #[arg(long = "import", value_name = "PATTERN")]
+    import: Vec<String>,
+    /// Open a bridge to a node of another cluster:
+    /// CLUSTER=URL[,URL…] (repeatable). Without --policy, implies
+    /// explicit with the bridges' clusters allowed.
+    #[arg(long = "bridge", value_name = "CLUSTER=URL")]
+    bridges: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +175,9 @@ enum ClientCommand {
         /// Version requirement, e.g. ^1.2.
         #[arg(long = "version-req", value_name = "REQ")]
         version: Option<String>,
+        /// Serve the call in this cluster, reached over bridges.
+        #[arg(long, value_name = "CLUSTER")]
+        cluster: Option<String>,
     },
     /// List the node's members.
     Members {
@@ -213,6 +248,7 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
     if !a.fn_echo.is_empty() {
         l.echo_functions = Some(a.fn_echo.clone());
     }
+    federation_flags(&a.federation, &mut l.federation)?;
     if let Some(url) = &a.listen {
         let (k, host, port) = net::parse_listen(url).ok_or_else(|| ConfigError::Invalid {
             key: "--listen".into(),
@@ -224,6 +260,40 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
         l.port = Some(port);
     }
     Ok((l, kind))
+}
+
+fn federation_flags(a: &FederationArgs, l: &mut FederationLayer) -> Result<(), ConfigError> {
+    if let Some(p) = &a.policy {
+        l.policy = Some(PolicyKind::parse(p).ok_or_else(|| ConfigError::Invalid {
+            key: "--policy".into(),
+            value: p.clone(),
+            expected: "strict, explicit or permissive".into(),
+        })?);
+    }
+    let list = |key: &str, v: &[String]| -> Result<Option<Vec<String>>, ConfigError> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let items: Vec<String> = v
+            .iter()
+            .flat_map(|x| x.split(','))
+            .map(|x| x.trim().to_string())
+            .collect();
+        check_names(key, &items)?;
+        Ok(Some(items))
+    };
+    l.allow = list("--allow-cluster", &a.allow)?;
+    l.export = list("--export", &a.export)?;
+    l.import = list("--import", &a.import)?;
+    if !a.bridges.is_empty() {
+        l.bridges = Some(
+            a.bridges
+                .iter()
+                .map(|b| parse_bridge("--bridge", b))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    Ok(())
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -269,6 +339,31 @@ async fn server_start(a: StartArgs) -> ExitCode {
             .join(",")
     );
     say!("MPREG_GOSSIP_INTERVAL={:?}", m.probe_period);
+    let fed = &node.config().federation;
+    say!(
+        "MPREG_POLICY={}",
+        match &fed.policy {
+            Policy::Strict => "strict".to_string(),
+            Policy::Permissive => "permissive".to_string(),
+            Policy::Explicit { allow, .. } => format!("explicit:{}", allow.join(",")),
+        }
+    );
+    say!(
+        "MPREG_BRIDGES={}",
+        fed.bridges
+            .iter()
+            .map(|b| format!(
+                "{}={}",
+                b.cluster,
+                b.seeds
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .collect::<Vec<_>>()
+            .join(";")
+    );
     say!(
         "MPREG_TOPOLOGY={}",
         settings.topology.map_or("none", |t| t.name())
@@ -339,9 +434,19 @@ async fn client(a: ClientArgs) -> ExitCode {
             locs,
             timeout,
             version,
+            cluster,
         } => {
             let args: Vec<serde_json::Value> = args.iter().map(|s| parse_arg(s)).collect();
             let mut call = client.call(&function, &args).locs(locs);
+            if let Some(c) = cluster {
+                if c.is_empty() || c.len() > 255 {
+                    return fail(
+                        EXIT_CONFIG,
+                        format!("invalid value for --cluster: {c:?} (1 to 255 bytes)"),
+                    );
+                }
+                call = call.cluster(c);
+            }
             if let Some(t) = timeout {
                 match parse_duration(&t) {
                     Ok(d) if !d.is_zero() => call = call.timeout(d),
@@ -438,6 +543,16 @@ async fn client(a: ClientArgs) -> ExitCode {
                             );
                         }
                     }
+                    for e in entries.iter().filter(|e| e.cluster.is_some()) {
+                        say!(
+                            "{:<20} [{}] in cluster {} via {} through {:?}",
+                            e.name,
+                            e.resources.join(","),
+                            e.cluster.as_deref().unwrap_or_default(),
+                            e.via.join(" > "),
+                            e.node
+                        );
+                    }
                 }
                 ExitCode::SUCCESS
             }
@@ -466,8 +581,8 @@ fn main() -> ExitCode {
         match cli.command {
             Top::Server {
                 command: ServerCommand::Start(a),
-            } => server_start(a).await,
-            Top::Client(a) => client(a).await,
+            } => server_start(*a).await,
+            Top::Client(a) => client(*a).await,
             Top::Demo(a) => demo::run(a).await,
         }
     })

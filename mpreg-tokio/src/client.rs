@@ -237,12 +237,8 @@ impl Client {
             QueryAnswer::Catalog(entries) => Ok(entries
                 .into_iter()
                 .filter(|(node, ..)| live.get(node).is_some_and(|s| s.is_live()))
-                .map(|(node, name, version, body)| FunctionEntry {
-                    name: name.to_string(),
-                    version,
-                    node,
-                    resources: body.resources.iter().map(|r| r.to_string()).collect(),
-                    idempotent: body.idempotent,
+                .flat_map(|(node, name, version, body)| {
+                    FunctionEntry::of(&name, node, &version, &body)
                 })
                 .collect()),
             QueryAnswer::Members(_) => Err(ClientError::Closed),

@@ -19,11 +19,26 @@
 //! assert_eq!(s.protocol.membership.probe_period, Duration::from_millis(500));
 //! ```
 //!
+//! Federation with other clusters is the `[federation]` section (see
+//! [`FederationLayer`]); without it nothing crosses clusters:
+//!
+//! ```toml
+//! [federation]
+//! policy = "explicit"    # strict (the default) | explicit | permissive
+//! allow = ["regional"]   # explicit: remote clusters that may bridge
+//! export = ["embed*"]    # explicit: functions offered to them (default "*")
+//! import = ["*"]         # explicit: functions taken from them (default "*")
+//!
+//! [[federation.bridges]] # bridges this node opens
+//! cluster = "regional"
+//! seeds = ["ws://10.0.0.2:7000"]
+//! ```
+//!
 //! Durations are written as seconds (`0.5`, `"2"`) or with a unit
 //! (`"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"250us"`). Every invalid value is a
 //! [`ConfigError`] naming the key (or environment variable) and the value.
 
-use mpreg_proto::{Addr, Config};
+use mpreg_proto::{Addr, BridgeConfig, Config, FederationConfig, Policy};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -349,6 +364,212 @@ struct RawLayer {
     calls: Option<RawCalls>,
     limits: Option<RawLimits>,
     runtime: Option<RawRuntime>,
+    federation: Option<RawFederation>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    policy: Option<String>,
+    allow: Option<Vec<String>>,
+    export: Option<Vec<String>>,
+    import: Option<Vec<String>>,
+    bridges: Option<Vec<RawBridge>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    cluster: String,
+    seeds: Vec<String>,
+}
+
+impl RawFederation {
+    fn resolve(self, origin: &str) -> Result<FederationLayer, ConfigError> {
+        let key = |k: &str| format!("federation.{k} in {origin}");
+        let policy = match &self.policy {
+            Some(p) => {
+                Some(PolicyKind::parse(p).ok_or_else(|| invalid(key("policy"), p, POLICY_NAMES))?)
+            }
+            None => None,
+        };
+        for (k, list) in [
+            ("allow", &self.allow),
+            ("export", &self.export),
+            ("import", &self.import),
+        ] {
+            if let Some(l) = list {
+                check_names(&key(k), l)?;
+            }
+        }
+        let bridges = match self.bridges {
+            Some(raw) => {
+                let mut out = Vec::with_capacity(raw.len());
+                for b in raw {
+                    check_text(&key("bridges.cluster"), &b.cluster, false)?;
+                    let seeds = b
+                        .seeds
+                        .iter()
+                        .map(|u| parse_seed(&key("bridges.seeds"), u))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if seeds.is_empty() {
+                        return Err(invalid(
+                            key("bridges.seeds"),
+                            "[]",
+                            "at least one seed URL in the remote cluster",
+                        ));
+                    }
+                    out.push(BridgeConfig {
+                        cluster: b.cluster,
+                        seeds,
+                    });
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        Ok(FederationLayer {
+            policy,
+            allow: self.allow,
+            export: self.export,
+            import: self.import,
+            bridges,
+        })
+    }
+}
+
+/// The names of [`PolicyKind`]s, for error messages.
+const POLICY_NAMES: &str = "one of strict, explicit, permissive";
+
+/// Which federation policy, before its lists are filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Nothing crosses clusters (the default).
+    Strict,
+    /// Only `allow`ed clusters; only `export`/`import` name patterns.
+    Explicit,
+    /// Any cluster, every function.
+    Permissive,
+}
+
+impl PolicyKind {
+    /// Parses `strict`, `explicit` or `permissive`.
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "strict" => Some(PolicyKind::Strict),
+            "explicit" => Some(PolicyKind::Explicit),
+            "permissive" => Some(PolicyKind::Permissive),
+            _ => None,
+        }
+    }
+}
+
+/// The `[federation]` section of a [`Layer`]: bridges to other clusters
+/// and what may cross them.
+///
+/// When `policy` is unset but `allow` or `bridges` are given, the policy is
+/// `explicit`. Under `explicit`, `allow` defaults to the bridges' clusters
+/// and `export`/`import` to every function (`*`).
+#[derive(Debug, Default, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub struct FederationLayer {
+    pub policy: Option<PolicyKind>,
+    pub allow: Option<Vec<String>>,
+    pub export: Option<Vec<String>>,
+    pub import: Option<Vec<String>>,
+    pub bridges: Option<Vec<BridgeConfig>>,
+}
+
+impl FederationLayer {
+    fn over(self, top: FederationLayer) -> FederationLayer {
+        FederationLayer {
+            policy: top.policy.or(self.policy),
+            allow: top.allow.or(self.allow),
+            export: top.export.or(self.export),
+            import: top.import.or(self.import),
+            bridges: top.bridges.or(self.bridges),
+        }
+    }
+
+    /// The protocol's federation settings.
+    fn resolve(&self) -> Result<FederationConfig, ConfigError> {
+        let bridges = self.bridges.clone().unwrap_or_default();
+        let kind = self
+            .policy
+            .unwrap_or(if self.allow.is_some() || !bridges.is_empty() {
+                PolicyKind::Explicit
+            } else {
+                PolicyKind::Strict
+            });
+        let policy = match kind {
+            PolicyKind::Explicit => Policy::Explicit {
+                allow: self.allow.clone().unwrap_or_else(|| {
+                    let mut a: Vec<String> = bridges.iter().map(|b| b.cluster.clone()).collect();
+                    a.sort();
+                    a.dedup();
+                    a
+                }),
+                export: self.export.clone().unwrap_or_else(|| vec!["*".into()]),
+                import: self.import.clone().unwrap_or_else(|| vec!["*".into()]),
+            },
+            other => {
+                for (key, set) in [
+                    ("federation.allow", self.allow.is_some()),
+                    ("federation.export", self.export.is_some()),
+                    ("federation.import", self.import.is_some()),
+                ] {
+                    if set {
+                        let name = if other == PolicyKind::Strict {
+                            "strict"
+                        } else {
+                            "permissive"
+                        };
+                        return Err(invalid(
+                            key,
+                            format!("a list under policy {name}"),
+                            "policy = \"explicit\" (the list applies only there)",
+                        ));
+                    }
+                }
+                if other == PolicyKind::Strict {
+                    Policy::Strict
+                } else {
+                    Policy::Permissive
+                }
+            }
+        };
+        Ok(FederationConfig { policy, bridges })
+    }
+}
+
+/// Parses a bridge given as `CLUSTER=URL[,URL…]` (the CLI's `--bridge`).
+pub fn parse_bridge(key: &str, s: &str) -> Result<BridgeConfig, ConfigError> {
+    let expected = "CLUSTER=URL[,URL...], such as regional=ws://10.0.0.2:7000";
+    let (cluster, urls) = s.split_once('=').ok_or_else(|| invalid(key, s, expected))?;
+    let cluster = cluster.trim();
+    check_text(key, cluster, false)?;
+    let seeds = split_list(urls)
+        .iter()
+        .map(|u| parse_seed(key, u))
+        .collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err(invalid(key, s, expected));
+    }
+    Ok(BridgeConfig {
+        cluster: cluster.to_string(),
+        seeds,
+    })
+}
+
+/// Checks a list of cluster ids or function name patterns.
+pub fn check_names(key: &str, list: &[String]) -> Result<(), ConfigError> {
+    if list.len() > 1024 {
+        return Err(invalid(key, list.join(","), "at most 1024 entries"));
+    }
+    for v in list {
+        check_text(key, v, false)?;
+    }
+    Ok(())
 }
 
 /// One layer of settings: every value optional, already checked and typed.
@@ -371,6 +592,7 @@ pub struct Layer {
     pub calls: CallsLayer,
     pub limits: LimitsLayer,
     pub runtime: RuntimeLayer,
+    pub federation: FederationLayer,
 }
 
 /// Checks a seed URL (`ws://host:port[/path]`; another transport's scheme,
@@ -483,6 +705,9 @@ impl Layer {
             calls: raw.calls.unwrap_or_default().resolve(origin)?,
             limits: raw.limits.unwrap_or_default().resolve(origin)?,
             runtime: raw.runtime.unwrap_or_default().resolve(origin)?,
+            federation: raw
+                .federation
+                .map_or(Ok(FederationLayer::default()), |f| f.resolve(origin))?,
         })
     }
 
@@ -569,6 +794,7 @@ impl Layer {
             calls: self.calls.over(top.calls),
             limits: self.limits.over(top.limits),
             runtime: self.runtime.over(top.runtime),
+            federation: self.federation.over(top.federation),
         }
     }
 }
@@ -696,6 +922,7 @@ impl Settings {
         l.calls.apply(&mut s.protocol.calls);
         l.limits.apply(&mut s.protocol.limits);
         l.runtime.apply(&mut s.runtime);
+        s.protocol.federation = l.federation.resolve()?;
         s.protocol.cluster_id = s.cluster_id.clone();
         s.protocol.name = s.name.clone();
         s.validate()?;
@@ -710,6 +937,12 @@ impl Settings {
         check_resources("resources", &self.resources)?;
         for s in &self.seeds {
             parse_seed("seeds", s.as_str())?;
+        }
+        for b in &self.protocol.federation.bridges {
+            check_text("federation.bridges.cluster", &b.cluster, false)?;
+            for s in &b.seeds {
+                parse_seed("federation.bridges.seeds", s.as_str())?;
+            }
         }
         for f in &self.echo_functions {
             check_text("echo_functions", f, false)?;
@@ -852,5 +1085,96 @@ mod tests {
         .unwrap()])
         .unwrap_err();
         assert!(e.to_string().contains("probe_timeout_max"), "{e}");
+    }
+
+    #[test]
+    fn federation_reads_policies_lists_and_bridges() {
+        let l = Layer::from_toml(
+            "cluster_id = \"A\"\n[federation]\nimport = [\"embed*\"]\n\
+             [[federation.bridges]]\ncluster = \"B\"\nseeds = [\"ws://10.0.0.2:7000\"]\n\
+             [[federation.bridges]]\ncluster = \"C\"\nseeds = [\"ws://10.0.0.3:7000\"]",
+            "f.toml",
+        )
+        .unwrap();
+        let s = Settings::resolve([l]).unwrap();
+        let f = &s.protocol.federation;
+        // Bridges without a policy: explicit, allowing exactly their
+        // clusters, exporting everything, importing what was asked.
+        assert_eq!(
+            f.policy,
+            Policy::Explicit {
+                allow: vec!["B".into(), "C".into()],
+                export: vec!["*".into()],
+                import: vec!["embed*".into()],
+            }
+        );
+        assert_eq!(f.bridges.len(), 2);
+        assert_eq!(f.bridges[1].seeds[0].as_str(), "ws://10.0.0.3:7000");
+
+        let flags = Layer {
+            federation: FederationLayer {
+                policy: Some(PolicyKind::Permissive),
+                import: Some(Vec::new()),
+                ..FederationLayer::default()
+            },
+            ..Layer::default()
+        };
+        let plain = Settings::resolve([flags.clone()]).unwrap_err();
+        assert!(plain.to_string().contains("federation.import"), "{plain}");
+        let mut flags = flags;
+        flags.federation.import = None;
+        let s = Settings::resolve([flags]).unwrap();
+        assert_eq!(s.protocol.federation.policy, Policy::Permissive);
+        assert_eq!(
+            Settings::resolve([]).unwrap().protocol.federation.policy,
+            Policy::Strict
+        );
+
+        let b = parse_bridge("--bridge", "B=ws://h:1, ws://h:2").unwrap();
+        assert_eq!((b.cluster.as_str(), b.seeds.len()), ("B", 2));
+        for bad in ["B", "=ws://h:1", "B=", "B=h:1"] {
+            assert!(parse_bridge("--bridge", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_federation_values_name_their_key() {
+        let cases = [
+            ("[federation]\npolicy = \"open\"", "federation.policy"),
+            ("[federation]\nallow = [\"\"]", "federation.allow"),
+            (
+                "[federation]\nbridges = [{ cluster = \"B\", seeds = [] }]",
+                "federation.bridges.seeds",
+            ),
+            (
+                "[federation]\nbridges = [{ cluster = \"B\", seeds = [\"B:1\"] }]",
+                "federation.bridges.seeds",
+            ),
+            ("[federation]\nbridge = []", "bridge"),
+        ];
+        for (toml, key) in cases {
+            let e = Layer::from_toml(toml, "a.toml").unwrap_err();
+            assert!(e.to_string().contains(key), "{toml}: {e}");
+        }
+        // Policy and bridges that contradict each other fail at resolve.
+        let cases = [
+            (
+                "cluster_id = \"A\"\n[federation]\npolicy = \"strict\"\nbridges = [{ cluster = \"B\", seeds = [\"ws://h:1\"] }]",
+                "federation.policy",
+            ),
+            (
+                "cluster_id = \"A\"\n[federation]\nallow = [\"C\"]\nbridges = [{ cluster = \"B\", seeds = [\"ws://h:1\"] }]",
+                "federation.bridges.cluster",
+            ),
+            (
+                "cluster_id = \"A\"\n[federation]\nbridges = [{ cluster = \"A\", seeds = [\"ws://h:1\"] }]",
+                "federation.bridges.cluster",
+            ),
+        ];
+        for (toml, key) in cases {
+            let l = Layer::from_toml(toml, "a.toml").unwrap();
+            let e = Settings::resolve([l]).unwrap_err();
+            assert!(e.to_string().contains(key), "{toml}: {e}");
+        }
     }
 }

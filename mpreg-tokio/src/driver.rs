@@ -730,24 +730,10 @@ impl<T: Transport> Driver<T> {
     }
 
     fn catalog(&self) -> Vec<FunctionEntry> {
-        // CORE-GAP: `Catalog::functions` keeps the entries of Dead and Left
-        // owners until garbage collection (they are not routable); the
-        // runtime filters them with `member_state` for the application.
-        let me = self.core.id();
         let mut out = Vec::new();
-        for (name, providers) in self.core.catalog().functions() {
-            for p in providers {
-                let live =
-                    p.node == me || self.core.member_state(&p.node).is_some_and(|s| s.is_live());
-                if live {
-                    out.push(FunctionEntry {
-                        name: name.to_string(),
-                        version: p.version.clone(),
-                        node: p.node,
-                        resources: p.body.resources.iter().map(|r| r.to_string()).collect(),
-                        idempotent: p.body.idempotent,
-                    });
-                }
+        for (name, _) in self.core.catalog().functions() {
+            for p in self.core.live_providers(name) {
+                out.extend(FunctionEntry::of(name, p.node, &p.version, &p.body));
             }
         }
         out

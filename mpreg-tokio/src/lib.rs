@@ -74,7 +74,7 @@ pub mod transport;
 mod ws;
 
 pub use client::{Client, ClientError};
-pub use config::{ConfigError, Layer, RuntimeSettings, Settings, Topology};
+pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
 pub use node::{
     CallBuilder, Events, FunctionEntry, Node, NodeEvent, NodeInfo, Observed, Reply, StartError,
     Stats, Stopped, funtimes,
@@ -83,6 +83,7 @@ pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 
 pub use mpreg_proto::{
-    Addr, CallError, FunctionSpec, MemberState, MemberView, Metrics, NodeId, RegisterError,
+    Addr, BridgeConfig, CallError, FunctionSpec, MemberState, MemberView, Metrics, NodeId, Policy,
+    RegisterError,
 };
 pub use semver::{Version, VersionReq};

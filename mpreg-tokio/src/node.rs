@@ -105,16 +105,54 @@ pub struct FunctionEntry {
     pub resources: Vec<String>,
     /// Whether calls may be retried on another provider.
     pub idempotent: bool,
+    /// For a function served in another cluster: that cluster. `node` is
+    /// then this cluster's bridge node towards it, and `resources` one of
+    /// the maximal sets a single node there serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// For a function served in another cluster: the clusters a call
+    /// crosses, from the next one to `cluster`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+}
+
+impl FunctionEntry {
+    /// The entries one catalog provider stands for: itself, or for a route
+    /// to another cluster one entry per resource set served there.
+    pub(crate) fn of(
+        name: &str,
+        node: NodeId,
+        version: &Version,
+        body: &mpreg_proto::FnBody,
+    ) -> Vec<FunctionEntry> {
+        let entry = |resources: &mpreg_proto::ResourceSet| FunctionEntry {
+            name: name.to_string(),
+            version: version.clone(),
+            node,
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+            idempotent: body.idempotent,
+            cluster: body.route.as_ref().map(|r| r.cluster.to_string()),
+            via: body
+                .route
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.path.iter().map(|c| c.to_string()).collect()),
+        };
+        match &body.route {
+            Some(r) => r.sets.iter().map(entry).collect(),
+            None => vec![entry(&body.resources)],
+        }
+    }
 }
 
 fn ser_display<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-/// The funtimes view: function → resource set → serving nodes.
+/// The funtimes view: function → resource set → serving nodes (of this
+/// cluster: routes to other clusters are left out).
 pub fn funtimes(entries: &[FunctionEntry]) -> BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> {
     let mut out: BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> = BTreeMap::new();
-    for e in entries {
+    for e in entries.iter().filter(|e| e.cluster.is_none()) {
         out.entry(e.name.clone())
             .or_default()
             .entry(e.resources.clone())
@@ -324,13 +362,21 @@ impl Node {
     ) -> Result<Node, StartError> {
         settings.validate()?;
         let scheme = format!("{}://", transport.scheme());
-        if let Some(bad) = settings
+        let bridge_seeds = settings
+            .protocol
+            .federation
+            .bridges
+            .iter()
+            .flat_map(|b| b.seeds.iter().map(|s| ("federation.bridges.seeds", s)));
+        if let Some((key, bad)) = settings
             .seeds
             .iter()
-            .find(|s| !s.as_str().starts_with(&scheme))
+            .map(|s| ("seeds", s))
+            .chain(bridge_seeds)
+            .find(|(_, s)| !s.as_str().starts_with(&scheme))
         {
             return Err(StartError::Config(crate::config::ConfigError::Invalid {
-                key: "seeds".into(),
+                key: key.into(),
                 value: bad.to_string(),
                 expected: format!("a {scheme}host:port URL for this transport"),
             }));
@@ -856,6 +902,14 @@ impl CallBuilder {
     /// Accepts only versions matching `req`.
     pub fn version(mut self, req: VersionReq) -> CallBuilder {
         self.call = self.call.version(req);
+        self
+    }
+
+    /// Requires the call to be served in `cluster`, reached over bridges
+    /// when it is not this node's own. Without it, a call with no provider
+    /// in this cluster goes to the nearest cluster that has one.
+    pub fn cluster(mut self, cluster: impl AsRef<str>) -> CallBuilder {
+        self.call = self.call.cluster(cluster);
         self
     }
 }
