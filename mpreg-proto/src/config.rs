@@ -239,6 +239,9 @@ pub struct CallConfig {
     pub max_timeout: Duration,
     /// Maximum forwarding hops of a call. Default 8.
     pub hop_budget: u8,
+    /// Pause before sending a call again when its connection broke a
+    /// second time; it doubles up to 32 ×. Default 50 ms.
+    pub resend_backoff: Duration,
 }
 
 /// Caps on state an input can grow. Hitting one is counted in
@@ -348,6 +351,7 @@ impl Default for CallConfig {
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(3600),
             hop_budget: 8,
+            resend_backoff: Duration::from_millis(50),
         }
     }
 }
@@ -427,6 +431,7 @@ impl Config {
                 self.dissemination.sync_interval,
             ),
             ("calls.default_timeout", self.calls.default_timeout),
+            ("calls.resend_backoff", self.calls.resend_backoff),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(key));

@@ -55,6 +55,11 @@ pub enum CallError {
     /// The caller cancelled the call.
     #[error("the call was cancelled")]
     Cancelled,
+    /// The request reached a node other than the member it was sent to (a
+    /// process restarted at that address); the handler did not run. The
+    /// caller's node handles this itself: applications never see it.
+    #[error("the call reached a node other than the one it was sent to")]
+    NotHere,
 }
 
 /// Why [`Node::handle_frame`](crate::Node::handle_frame) rejected a frame.

@@ -163,6 +163,8 @@ pub struct Metrics {
     pub calls_failed: u64,
     /// Idempotent calls re-sent to another provider.
     pub calls_retried: u64,
+    /// Calls sent again to the same provider after their connection broke.
+    pub calls_resent: u64,
     /// Calls forwarded for others (towards or from another cluster).
     pub calls_relayed: u64,
     /// Handlers started on this node.

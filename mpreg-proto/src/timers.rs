@@ -31,6 +31,8 @@ pub(crate) enum Timer {
     Call(CallId),
     /// An executor may forget a call's result.
     Dedup(CallId),
+    /// A call whose connection broke is sent again.
+    Resend(CallId),
 }
 
 #[derive(Clone, Debug, Default)]

@@ -230,6 +230,9 @@ pub struct CallRequest {
     pub target_cluster: Option<CompactString>,
     /// Clusters the call crossed so far (loop prevention).
     pub path: Vec<CompactString>,
+    /// The member the caller chose. Another node at its address (a restart
+    /// with a new id) answers [`CallError::NotHere`] without running it.
+    pub executor: Option<NodeId>,
 }
 
 /// The outcome of a call on the wire.

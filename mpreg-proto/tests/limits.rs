@@ -1,6 +1,6 @@
 //! Every configured cap, one test each: input that would grow past it is
 //! refused or shed, the hit is counted in `metrics().limits_hit`, reported
-//! once as `Event::LimitHit`, and nothing panics.
+//! once as `Event::LimitHit`, and nothing panics. Plus the executor-id guard.
 
 use bytes::Bytes;
 use mpreg_proto::wire::{
@@ -171,6 +171,7 @@ fn call_request(seq: u64, function: &str) -> Message {
         hop_budget: 3,
         target_cluster: None,
         path: vec![],
+        executor: None,
     })
 }
 
@@ -465,4 +466,28 @@ fn every_limit_is_tested_here() {
         let name = format!("Limit::{l:?})");
         assert!(src.contains(&name), "no test hits {l:?}");
     }
+}
+
+/// Not a cap but the same kind of guard: a call addressed to another member
+/// id (the process at this address restarted) is answered `NotHere`, and the
+/// handler does not run.
+#[test]
+fn a_call_for_another_member_id_does_not_run() {
+    let mut h = Harness::new(config());
+    h.node.register(Time::ZERO, FunctionSpec::new("f")).unwrap();
+    h.hello(2);
+    let Message::Call(mut req) = call_request(1, "f") else {
+        unreachable!()
+    };
+    req.executor = Some(id(7));
+    h.frame(2, &Message::Call(req.clone())).unwrap();
+    assert_eq!(h.node.running_invocations(), 0);
+    let answers = h.sent_to(2, wire::MessageKind::Response);
+    assert!(
+        matches!(answers[..], [Message::Response(r)] if r.result == Err(CallError::NotHere)),
+        "{answers:?}"
+    );
+    req.executor = Some(id(1));
+    h.frame(2, &Message::Call(req)).unwrap();
+    assert_eq!(h.node.running_invocations(), 1);
 }

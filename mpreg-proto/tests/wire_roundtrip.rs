@@ -159,6 +159,7 @@ fn call_error() -> impl Strategy<Value = CallError> {
         ".{0,30}".prop_map(CallError::HandlerFailed),
         ".{0,30}".prop_map(CallError::Rejected),
         Just(CallError::Cancelled),
+        Just(CallError::NotHere),
     ]
 }
 fn outcome() -> impl Strategy<Value = Result<Bytes, CallError>> {
@@ -279,6 +280,7 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::option::of(text()),
             proptest::collection::vec(text(), 0..3),
             any::<bool>(),
+            proptest::option::of(node_id()),
         )
             .prop_map(
                 |(
@@ -292,6 +294,7 @@ fn message() -> impl Strategy<Value = Message> {
                     target_cluster,
                     path,
                     fed,
+                    executor,
                 )| {
                     let req = CallRequest {
                         id,
@@ -303,6 +306,7 @@ fn message() -> impl Strategy<Value = Message> {
                         hop_budget,
                         target_cluster,
                         path,
+                        executor,
                     };
                     if fed {
                         Message::FedCall(req)

@@ -476,3 +476,56 @@ fn converged_snapshot_memory() {
         converged(&sim, &nodes)
     );
 }
+
+/// A non-idempotent call whose connection breaks (a short partition that
+/// stalls it past the stall timeout) is sent again to the same provider
+/// after the heal: it completes, and the handler ran exactly once, whether
+/// the request or the answer was lost.
+#[test]
+fn a_call_whose_connection_broke_is_resent_and_runs_once() {
+    for_seeds(&[91, 92, 93, 94, 95, 96], |seed| {
+        // Odd seeds: the handler is still running when the link breaks (the
+        // answer is lost); even seeds: the partition starts first (the
+        // request is lost in the stalled queue).
+        let handler = if seed % 2 == 1 { 1500 } else { 5 };
+        let (mut sim, _) = converged_chain(seed, 5, &Config::default());
+        sim.net.stall_timeout = Duration::from_millis(300);
+        sim.set_handler(Box::new(move |_, inv| {
+            (Duration::from_millis(handler), Ok(inv.args.clone()))
+        }));
+        sim.register(3, FunctionSpec::new("work").resources(["cpu"]));
+        within(&mut sim, Duration::from_secs(5), |s| {
+            s.node(0).unwrap().live_providers("work").count() == 1
+        })
+        .expect("propagated");
+        let call = if handler > 100 {
+            let c = sim
+                .call(0, Call::new("work").locs(["cpu"]).args("x"))
+                .unwrap();
+            sim.run_for(Duration::from_millis(10));
+            sim.partition(&[&[0]]);
+            c
+        } else {
+            sim.partition(&[&[0]]);
+            sim.call(0, Call::new("work").locs(["cpu"]).args("x"))
+                .unwrap()
+        };
+        sim.run_for(Duration::from_millis(600));
+        sim.heal();
+        let done = within(&mut sim, Duration::from_secs(20), |s| {
+            s.log.calls.iter().any(|r| r.call == call)
+        });
+        assert!(done.is_some(), "the call completes");
+        let rec = sim.log.calls.iter().find(|r| r.call == call).unwrap();
+        assert_eq!(rec.result, Ok(bytes::Bytes::from_static(b"x")));
+        let runs = sim
+            .log
+            .invocations
+            .iter()
+            .filter(|r| r.call == call)
+            .count();
+        assert_eq!(runs, 1, "exactly one execution");
+        let m = sim.node(0).unwrap().metrics();
+        assert!(m.calls_resent > 0, "resent: {}", m.calls_resent);
+    });
+}

@@ -151,6 +151,10 @@ fn resources_split_across_nodes_never_match_a_call_needing_both() {
     // In B one node has gpu, another model-a; in C one node has both.
     sim.register(b[1], FunctionSpec::new("embed").resources(["gpu"]));
     sim.register(b[2], FunctionSpec::new("embed").resources(["model-a"]));
+    within(&mut sim, Duration::from_secs(5), |s| {
+        s.node(b[0]).unwrap().live_providers("embed").count() == 2
+    })
+    .expect("both providers known in B before it is bridged");
     sim.bridge(a[0], "b", &[b[0]]);
     within(&mut sim, Duration::from_secs(10), |s| {
         a.iter()

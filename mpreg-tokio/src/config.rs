@@ -215,7 +215,7 @@ section!(RawDissemination, DisseminationLayer, "dissemination", mpreg_proto::Dis
     num: [sync_page_bytes: usize, sync_pages_per_exchange: usize]);
 
 section!(RawCalls, CallsLayer, "calls", mpreg_proto::CallConfig,
-    dur: [default_timeout, max_timeout],
+    dur: [default_timeout, max_timeout, resend_backoff],
     num: [hop_budget: u8]);
 
 section!(RawLimits, LimitsLayer, "limits", mpreg_proto::Limits,

@@ -150,6 +150,8 @@ pub(super) struct Pending {
     /// The executor is chosen by rendezvous on the call id (calls entering
     /// this cluster over a bridge): a re-routed copy reaches the same one.
     rendezvous: bool,
+    /// Times the request was sent again after its connection broke.
+    resends: u32,
 }
 
 #[derive(Debug)]
@@ -322,6 +324,7 @@ impl Node {
                 path,
                 hop_budget,
                 rendezvous,
+                resends: 0,
             },
         );
         self.dispatch_call(now, id);
@@ -538,6 +541,7 @@ impl Node {
             hop_budget: p.hop_budget,
             target_cluster: p.target.clone(),
             path: p.path.clone(),
+            executor: (p.leg == Leg::Local).then_some(p.provider),
         }
     }
 
@@ -682,6 +686,7 @@ impl Node {
             return;
         };
         self.timers.cancel(Timer::Call(id));
+        self.timers.cancel(Timer::Resend(id));
         if result.is_ok() {
             self.metrics.calls_ok += 1;
         } else {
@@ -693,26 +698,61 @@ impl Node {
     /// Tries the next provider of an idempotent (or never-started) call;
     /// fails it with `error` when there is none.
     fn retry_call(&mut self, now: Time, id: CallId, error: CallError) {
+        if !self.reroute(now, id) {
+            self.finish_call(now, id, Err(error));
+        }
+    }
+
+    /// Sends the call to a provider it has not tried yet, if there is one.
+    fn reroute(&mut self, now: Time, id: CallId) -> bool {
         let Some(p) = self.calls.pending.get(&id) else {
-            return;
+            return false;
         };
         let (call, tried, tried_addrs) = (p.call.clone(), p.tried.clone(), p.tried_addrs.clone());
         let fixed = p.rendezvous.then_some(id);
-        match self.route_call(fixed, &call, &tried, &tried_addrs) {
-            Ok(hop) => {
-                if let Some(p) = self.calls.pending.get_mut(&id) {
-                    p.provider = hop.node;
-                    p.provider_addr = hop.addr.clone();
-                    p.idempotent = hop.idempotent;
-                    p.leg = hop.leg;
-                    p.target = hop.target;
-                    p.tried.push(hop.node);
-                    p.tried_addrs.push(hop.addr);
-                }
-                self.metrics.calls_retried += 1;
-                self.dispatch_call(now, id);
+        let Ok(hop) = self.route_call(fixed, &call, &tried, &tried_addrs) else {
+            return false;
+        };
+        if let Some(p) = self.calls.pending.get_mut(&id) {
+            p.provider = hop.node;
+            p.provider_addr = hop.addr.clone();
+            p.idempotent = hop.idempotent;
+            p.leg = hop.leg;
+            p.target = hop.target;
+            p.tried.push(hop.node);
+            p.tried_addrs.push(hop.addr);
+            p.resends = 0;
+        }
+        self.metrics.calls_retried += 1;
+        self.dispatch_call(now, id);
+        true
+    }
+
+    /// The connection to the call's provider broke, so the request (or its
+    /// answer) may be lost: send it to the same provider again. The
+    /// executor remembers call ids, so this never runs the call twice. The
+    /// first resend goes at once (a new connection), later ones back off.
+    fn resend_call(&mut self, now: Time, id: CallId) {
+        let Some(p) = self.calls.pending.get_mut(&id) else {
+            return;
+        };
+        p.resends = p.resends.saturating_add(1);
+        self.metrics.calls_resent += 1;
+        match p.resends {
+            1 => self.dispatch_call(now, id),
+            n => {
+                let base = self.cfg.calls.resend_backoff;
+                let delay = base
+                    .saturating_mul(1 << (n - 2).min(5))
+                    .min(base.saturating_mul(32));
+                self.timers.set(Timer::Resend(id), now + delay);
             }
-            Err(_) => self.finish_call(now, id, Err(error)),
+        }
+    }
+
+    pub(super) fn on_resend_timer(&mut self, now: Time, id: CallId) {
+        if self.calls.pending.contains_key(&id) {
+            self.dispatch_call(now, id);
         }
     }
 
@@ -750,10 +790,12 @@ impl Node {
             .collect();
         for (id, idempotent) in affected {
             self.calls.outstanding(node, -1);
-            if idempotent {
+            if gone && idempotent {
                 self.retry_call(now, id, CallError::Unreachable);
             } else if gone {
                 self.finish_call(now, id, Err(CallError::OutcomeUnknown));
+            } else if !(idempotent && self.reroute(now, id)) {
+                self.resend_call(now, id);
             }
         }
     }
@@ -800,11 +842,17 @@ impl Node {
         if peer.is_some_and(|n| n != p.provider) {
             return; // a late answer from a provider we already left
         }
-        let provider = p.provider;
+        let (provider, resent) = (p.provider, p.resends > 0);
         self.calls.outstanding(provider, -1);
         match resp.result {
             // The handler did not run there: any call may go elsewhere.
             Err(CallError::Overloaded) => self.retry_call(now, resp.id, CallError::Overloaded),
+            // The provider restarted: a resend may have found the new
+            // process after the old one ran it.
+            Err(CallError::NotHere) if resent => {
+                self.finish_call(now, resp.id, Err(CallError::OutcomeUnknown))
+            }
+            Err(CallError::NotHere) => self.retry_call(now, resp.id, CallError::Unreachable),
             result => self.finish_call(now, resp.id, result),
         }
     }
@@ -812,6 +860,10 @@ impl Node {
     // ----- executing -------------------------------------------------------
 
     pub(super) fn on_call(&mut self, now: Time, from: &Addr, req: CallRequest) {
+        if req.executor.is_some_and(|e| e != self.me) {
+            let to = Some(from.clone());
+            return self.send_outcome(now, req.id, to, Err(CallError::NotHere));
+        }
         let own = self.cfg.cluster_id.as_str();
         if req.target_cluster.as_ref().is_some_and(|t| t != own) {
             // This node is a bridge towards the target: forward it.

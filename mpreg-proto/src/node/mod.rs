@@ -532,6 +532,7 @@ impl Node {
                 Timer::Join => self.on_join_timer(now),
                 Timer::Call(id) => self.on_call_timeout(now, id),
                 Timer::Dedup(id) => self.calls.forget(&id),
+                Timer::Resend(id) => self.on_resend_timer(now, id),
             }
         }
         self.flush(now);
