@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod demo;
 mod net;
 
@@ -51,6 +52,13 @@ enum Top {
     /// Start a 6-node cluster on loopback and measure membership, catalog
     /// propagation, calls, crash detection and leave.
     Demo(demo::DemoArgs),
+    /// Measure call throughput and latency on loopback over WebSocket and
+    /// QUIC (client here, server in a child process), beside a bare echo
+    /// over the same transport measured in the same run.
+    Bench(bench::BenchArgs),
+    /// The server process of `mpreg bench` (internal).
+    #[command(hide = true)]
+    BenchServe(bench::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -584,6 +592,8 @@ fn main() -> ExitCode {
             } => server_start(*a).await,
             Top::Client(a) => client(*a).await,
             Top::Demo(a) => demo::run(a).await,
+            Top::Bench(a) => bench::run(a).await,
+            Top::BenchServe(a) => bench::serve(a).await,
         }
     })
 }

@@ -263,8 +263,14 @@ pub struct Limits {
     /// Handlers running at once on this node; more answer `Overloaded`.
     /// Default 4,096.
     pub max_invocations: usize,
-    /// Remembered call results for deduplication. Default 65,536.
+    /// Calls remembered for deduplication (running ones and finished ones
+    /// within their budget). When full, the oldest finished one is
+    /// forgotten; only when all are running does a call get `Overloaded`.
+    /// Default 65,536.
     pub max_dedup_entries: usize,
+    /// Bytes of remembered outcomes; beyond it the oldest are forgotten.
+    /// Default 64 MiB.
+    pub max_dedup_bytes: usize,
     /// Peers with per-address protocol state. Default 65,536.
     pub max_sessions: usize,
     /// Announced-but-missing updates awaiting a graft. Default 65,536.
@@ -274,9 +280,11 @@ pub struct Limits {
     /// Lazy announcements ("I have") waiting for one peer's batch; more
     /// send the batch at once. Default 65,536.
     pub max_pending_announcements: usize,
-    /// Sustained frames per second accepted from one address. Default 20,000.
+    /// Sustained frames per second accepted from one address (beyond it,
+    /// frames are dropped and calls answered `Overloaded`). Default
+    /// 200,000: well above what one busy client sends.
     pub peer_frames_per_sec: u32,
-    /// Burst of frames accepted from one address. Default 40,000.
+    /// Burst of frames accepted from one address. Default 400,000.
     pub peer_frame_burst: u32,
 }
 
@@ -366,12 +374,13 @@ impl Default for Limits {
             max_pending_calls: 65_536,
             max_invocations: 4_096,
             max_dedup_entries: 65_536,
+            max_dedup_bytes: 64 << 20,
             max_sessions: 65_536,
             max_missing_updates: 65_536,
             max_queued_transmits: 1_000_000,
             max_pending_announcements: 65_536,
-            peer_frames_per_sec: 20_000,
-            peer_frame_burst: 40_000,
+            peer_frames_per_sec: 200_000,
+            peer_frame_burst: 400_000,
         }
     }
 }
@@ -539,6 +548,7 @@ impl Config {
             ("limits.max_pending_calls", l.max_pending_calls),
             ("limits.max_invocations", l.max_invocations),
             ("limits.max_dedup_entries", l.max_dedup_entries),
+            ("limits.max_dedup_bytes", l.max_dedup_bytes),
             ("limits.max_sessions", l.max_sessions),
             ("limits.max_missing_updates", l.max_missing_updates),
             ("limits.max_queued_transmits", l.max_queued_transmits),

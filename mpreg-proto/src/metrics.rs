@@ -51,6 +51,9 @@ pub enum Limit {
     PendingCalls,
     Invocations,
     DedupEntries,
+    /// Remembered call outcomes reached `max_dedup_bytes`: the oldest were
+    /// forgotten early.
+    DedupBytes,
     Sessions,
     MissingUpdates,
     QueuedTransmits,
@@ -66,7 +69,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::FrameSize,
         Limit::Members,
         Limit::FunctionsPerNode,
@@ -74,6 +77,7 @@ impl Limit {
         Limit::PendingCalls,
         Limit::Invocations,
         Limit::DedupEntries,
+        Limit::DedupBytes,
         Limit::Sessions,
         Limit::MissingUpdates,
         Limit::QueuedTransmits,

@@ -298,6 +298,27 @@ fn invocations() {
     h.assert_hit(Limit::Invocations);
 }
 
+impl Harness {
+    /// Completes every invocation started so far with `reply`.
+    fn complete_all(&mut self, reply: &[u8]) {
+        let started: Vec<_> = self
+            .events
+            .drain(..)
+            .filter_map(|e| match e {
+                Event::Invoke(i) => Some(i.id),
+                _ => None,
+            })
+            .collect();
+        for inv in started {
+            let r =
+                self.node
+                    .complete_invocation(Time::ZERO, inv, Ok(Bytes::copy_from_slice(reply)));
+            r.unwrap();
+        }
+        self.drain();
+    }
+}
+
 #[test]
 fn dedup_entries() {
     let mut c = config();
@@ -306,27 +327,38 @@ fn dedup_entries() {
     h.node.register(Time::ZERO, FunctionSpec::new("f")).unwrap();
     h.hello(2);
     h.frame(2, &call_request(1, "f")).unwrap();
-    let inv = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::Invoke(i) => Some(i.id),
-            _ => None,
-        })
-        .unwrap();
-    h.node
-        .complete_invocation(Time::ZERO, inv, Ok(Bytes::new()))
-        .unwrap();
-    h.drain();
-    // The first result is remembered for its budget; a second call finds
-    // no room to be remembered and is refused (not run).
+    h.complete_all(b"");
+    // The table is full with a finished call: it is forgotten early and the
+    // second call runs.
+    h.frame(2, &call_request(2, "f")).unwrap();
+    assert_eq!(h.node.running_invocations(), 1);
+    // Full with a running call: the third is refused, not run.
+    h.frame(2, &call_request(3, "f")).unwrap();
+    assert_eq!(h.node.running_invocations(), 1);
+    h.assert_hit(Limit::DedupEntries);
+    h.complete_all(b"");
+    h.frame(2, &call_request(3, "f")).unwrap();
+    assert_eq!(h.node.running_invocations(), 1);
+}
+
+#[test]
+fn dedup_bytes() {
+    let mut c = config();
+    c.limits.max_dedup_bytes = 1500;
+    let mut h = Harness::new(c);
+    h.node.register(Time::ZERO, FunctionSpec::new("f")).unwrap();
+    h.hello(2);
+    for seq in [1, 2] {
+        h.frame(2, &call_request(seq, "f")).unwrap();
+        h.complete_all(&[7; 1000]);
+    }
+    h.assert_hit(Limit::DedupBytes);
+    // The newest outcome is still remembered: a duplicate is answered
+    // without running; the oldest was forgotten.
     h.frame(2, &call_request(2, "f")).unwrap();
     assert_eq!(h.node.running_invocations(), 0);
-    h.assert_hit(Limit::DedupEntries);
-    // Once the budget has passed, there is room again.
-    h.node.handle_timeout(Time::from_secs(2));
-    h.frame_at(Time::from_secs(2), 2, &call_request(3, "f"))
-        .unwrap();
+    assert_eq!(h.node.metrics().invocations_deduplicated, 1);
+    h.frame(2, &call_request(1, "f")).unwrap();
     assert_eq!(h.node.running_invocations(), 1);
 }
 
@@ -411,6 +443,19 @@ fn peer_input_rate() {
     assert!(h.frame_at(Time::from_secs(1), 2, &ping).is_ok());
     assert!(h.node.metrics().limit_hits(Limit::PeerRate) >= 2);
     h.assert_hit(Limit::PeerRate);
+    // A call beyond the rate is not lost silently: it is answered
+    // `Overloaded` and never runs.
+    h.node.register(Time::ZERO, FunctionSpec::new("f")).unwrap();
+    assert_eq!(
+        h.frame_at(Time::from_secs(1), 2, &call_request(1, "f")),
+        Err(FrameError::RateLimited)
+    );
+    assert_eq!(h.node.running_invocations(), 0);
+    let refused = h.sent_to(2, wire::MessageKind::Response);
+    assert!(
+        matches!(refused[..], [Message::Response(r)] if r.result == Err(CallError::Overloaded)),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -222,7 +222,7 @@ section!(RawLimits, LimitsLayer, "limits", mpreg_proto::Limits,
     dur: [],
     num: [max_frame_size: usize, max_members: usize, max_functions_per_node: usize,
           max_catalog_entries: usize, max_pending_calls: usize, max_invocations: usize,
-          max_dedup_entries: usize, max_sessions: usize, peer_frames_per_sec: u32,
+          max_dedup_entries: usize, max_dedup_bytes: usize, max_sessions: usize, peer_frames_per_sec: u32,
           peer_frame_burst: u32]);
 
 section!(RawRuntime, RuntimeLayer, "runtime", RuntimeSettings,

@@ -157,7 +157,8 @@ pub(super) struct Pending {
 #[derive(Debug)]
 enum ExecState {
     Running(InvocationId),
-    Done(Result<Bytes, CallError>),
+    /// The outcome, and its place in [`Calls::done`].
+    Done(Result<Bytes, CallError>, u64),
 }
 
 #[derive(Debug)]
@@ -180,6 +181,12 @@ pub(super) struct Calls {
     next_invocation: u64,
     pub(super) pending: BTreeMap<CallId, Pending>,
     executions: BTreeMap<CallId, Execution>,
+    /// Finished executions in the order they finished: the oldest is
+    /// forgotten first when the deduplication memory is full.
+    done: BTreeMap<u64, CallId>,
+    done_seq: u64,
+    /// Bytes of the outcomes remembered in `done`.
+    done_bytes: usize,
     invocations: BTreeMap<InvocationId, CallId>,
     pub(super) running: usize,
     loads: BTreeMap<NodeId, Load>,
@@ -214,11 +221,37 @@ impl Calls {
         l.outstanding = l.outstanding.saturating_add_signed(delta);
     }
 
+    /// Forgets a finished execution (a running one stays).
     pub(super) fn forget(&mut self, id: &CallId) {
         if let Some(e) = self.executions.get(id)
-            && matches!(e.state, ExecState::Done(_))
+            && let ExecState::Done(r, seq) = &e.state
         {
+            self.done_bytes = self.done_bytes.saturating_sub(outcome_bytes(r));
+            self.done.remove(seq);
             self.executions.remove(id);
+        }
+    }
+
+    /// Records an execution's outcome for answering duplicates.
+    fn remember(&mut self, id: CallId, result: Result<Bytes, CallError>) {
+        let Some(e) = self.executions.get_mut(&id) else {
+            return;
+        };
+        self.done_seq += 1;
+        self.done_bytes += outcome_bytes(&result);
+        self.done.insert(self.done_seq, id);
+        e.state = ExecState::Done(result, self.done_seq);
+    }
+
+    /// Forgets the oldest finished execution; false if none has finished.
+    fn forget_oldest(&mut self) -> bool {
+        match self.done.first_key_value() {
+            Some((_, id)) => {
+                let id = *id;
+                self.forget(&id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -237,7 +270,22 @@ impl Calls {
     }
 }
 
+/// Memory an outcome takes in the deduplication table (payload plus a
+/// fixed allowance for the entry).
+fn outcome_bytes(r: &Result<Bytes, CallError>) -> usize {
+    128 + r.as_ref().map_or(0, |b| b.len())
+}
+
 /// Messages a client connection may send.
+/// The answer to a call refused before it was looked at.
+pub(super) fn refusal(id: CallId) -> CallResponse {
+    CallResponse {
+        id,
+        result: Err(CallError::Overloaded),
+        load: u32::MAX,
+    }
+}
+
 pub(super) fn client_may_send(kind: MessageKind) -> bool {
     matches!(
         kind,
@@ -901,7 +949,7 @@ impl Node {
         if let Some(e) = self.calls.executions.get_mut(&req.id) {
             self.metrics.invocations_deduplicated += 1;
             e.reply_to = reply_to;
-            if let ExecState::Done(result) = &e.state {
+            if let ExecState::Done(result, _) = &e.state {
                 let result = result.clone();
                 self.reply(now, req.id, result);
             }
@@ -915,7 +963,10 @@ impl Node {
         } else if self.calls.running >= self.cfg.limits.max_invocations {
             self.limit_hit(Limit::Invocations);
             Some(CallError::Overloaded)
-        } else if self.calls.executions.len() >= self.cfg.limits.max_dedup_entries {
+        } else if self.calls.executions.len() >= self.cfg.limits.max_dedup_entries
+            && !self.calls.forget_oldest()
+        {
+            // Every remembered call is still running.
             self.limit_hit(Limit::DedupEntries);
             Some(CallError::Overloaded)
         } else {
@@ -984,14 +1035,19 @@ impl Node {
         let Some(e) = self.calls.executions.get_mut(&call) else {
             return Ok(());
         };
-        e.state = ExecState::Done(result.clone());
-        if e.cancelled {
-            return Ok(());
-        }
+        let (cancelled, reply_to) = (e.cancelled, e.reply_to.clone());
+        self.calls.remember(call, result.clone());
         if self.timers.get(Timer::Dedup(call)).is_none() {
-            self.calls.executions.remove(&call);
+            self.calls.forget(&call);
         }
-        self.reply(now, call, result);
+        // Remembered outcomes are capped in bytes too: the oldest go first.
+        while self.calls.done_bytes > self.cfg.limits.max_dedup_bytes && self.calls.done.len() > 1 {
+            self.limit_hit(Limit::DedupBytes);
+            self.calls.forget_oldest();
+        }
+        if !cancelled {
+            self.send_outcome(now, call, reply_to, result);
+        }
         Ok(())
     }
 

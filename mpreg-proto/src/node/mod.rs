@@ -370,11 +370,10 @@ impl Node {
         from: &Addr,
         frame: &[u8],
     ) -> Result<Received, FrameError> {
-        if !self.sessions.admit(now, from, &self.cfg.limits) {
-            self.limit_hit(Limit::PeerRate);
-            return Err(self.reject(RejectReason::RateLimited, FrameError::RateLimited));
-        }
+        let admitted = self.sessions.admit(now, from, &self.cfg.limits);
         let (header, msg) = match wire::decode(frame, self.cfg.limits.max_frame_size, None) {
+            Ok((_, msg)) if !admitted => return Err(self.rate_limited(now, from, Some(msg))),
+            Err(_) if !admitted => return Err(self.rate_limited(now, from, None)),
             Ok(m) => m,
             Err(e) => {
                 if matches!(e, DecodeError::TooLarge { .. }) {
@@ -448,6 +447,27 @@ impl Node {
         }
         self.flush(now);
         Ok(received)
+    }
+
+    /// A frame beyond the sender's rate: dropped, except that a call gets
+    /// an `Overloaded` answer (a typed error for the caller, never a call
+    /// silently lost). The answer is one frame per refused frame.
+    fn rate_limited(&mut self, now: Time, from: &Addr, msg: Option<Message>) -> FrameError {
+        self.limit_hit(Limit::PeerRate);
+        let answer = match msg {
+            Some(Message::ClientCall(c)) => Some(Message::ClientReply(wire::ClientReply {
+                token: c.token,
+                result: Err(CallError::Overloaded),
+            })),
+            Some(Message::Call(r)) => Some(Message::Response(calls::refusal(r.id))),
+            Some(Message::FedCall(r)) => Some(Message::FedResponse(calls::refusal(r.id))),
+            _ => None,
+        };
+        if let Some(m) = answer {
+            self.send(now, from, &m, crate::TrafficClass::Call);
+            self.flush(now);
+        }
+        self.reject(RejectReason::RateLimited, FrameError::RateLimited)
     }
 
     fn dispatch(&mut self, now: Time, from: &Addr, msg: Message) {
