@@ -1,6 +1,7 @@
 //! Every configured cap, one test each: input that would grow past it is
 //! refused or shed, the hit is counted in `metrics().limits_hit`, reported
-//! once as `Event::LimitHit`, and nothing panics. Plus the executor-id guard.
+//! once as `Event::LimitHit`, and nothing panics. Plus two guards at the edges: the executor id of a call, and a leave
+//! from a node with an empty active view.
 
 use bytes::Bytes;
 use mpreg_proto::wire::{
@@ -535,4 +536,19 @@ fn a_call_for_another_member_id_does_not_run() {
     req.executor = Some(id(1));
     h.frame(2, &Message::Call(req)).unwrap();
     assert_eq!(h.node.running_invocations(), 1);
+}
+
+/// Not a cap either: a node whose active view is empty (just joined, or
+/// mid-repair) that leaves still tells some members directly.
+#[test]
+fn a_leave_with_an_empty_active_view_still_reaches_members() {
+    let mut h = Harness::new(config());
+    h.learn((2..8).map(|i| record(i, "")).collect());
+    assert!(h.node.active_view().is_empty());
+    h.node.leave(Time::ZERO);
+    h.drain();
+    let told = (2..8)
+        .filter(|i| !h.sent_to(*i, wire::MessageKind::Gossip).is_empty())
+        .count();
+    assert!(told >= 3, "told {told} members");
 }

@@ -529,3 +529,40 @@ fn a_call_whose_connection_broke_is_resent_and_runs_once() {
         assert!(m.calls_resent > 0, "resent: {}", m.calls_resent);
     });
 }
+
+/// A killed process refuses connections at once: the probes of it (direct,
+/// and the helpers' pings of indirect probes) break connections too. They
+/// must not start more probes, or nodes chase each other's probes at the
+/// speed of a round trip until the node is declared Dead.
+#[test]
+fn probes_of_a_refusing_node_do_not_feed_each_other() {
+    for_seeds(&[101, 102], |seed| {
+        let cfg = Config::default();
+        let (mut sim, nodes) = converged_chain(seed, 6, &cfg);
+        let probes = |s: &Sim| -> Vec<u64> {
+            nodes[..5]
+                .iter()
+                .map(|i| s.node(*i).unwrap().metrics().probes)
+                .collect()
+        };
+        let before = probes(&sim);
+        sim.kill(nodes[5]);
+        let took = within(&mut sim, Duration::from_secs(30), |s| {
+            nodes[..5].iter().all(|i| {
+                s.node(*i).unwrap().member_state(&s.id(nodes[5])) == Some(MemberState::Dead)
+            })
+        })
+        .expect("declared Dead");
+        let periods = took.as_secs_f64() / cfg.membership.probe_period.as_secs_f64();
+        for (b, a) in before.iter().zip(probes(&sim)) {
+            // Each node probes its few peers once per period (plus one
+            // probe at once per broken connection), not once per RTT.
+            let bound = (periods + 2.0) * 8.0;
+            assert!(
+                ((a - b) as f64) < bound,
+                "{} probes in {took:?} (bound {bound})",
+                a - b
+            );
+        }
+    });
+}

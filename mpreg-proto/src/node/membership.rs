@@ -643,16 +643,19 @@ impl Node {
         }
         // An active peer whose connection broke is probed at once (the
         // ping opens a new connection); if it is gone, the usual probe
-        // path suspects it.
+        // path suspects it. Once per time we heard from it: the probes of a
+        // peer that refuses connections break connections too, and must
+        // not start more probes (nodes would chase each other's probes).
         let probed = self
             .overlay
             .active
             .iter()
             .chain(self.overlay.ring.iter())
-            .find(|p| p.addr == *addr)
+            .find(|p| p.addr == *addr && p.last_heard != Time::ZERO)
             .map(|p| p.id);
         if let Some(id) = probed
             && !self.probes.probing(id)
+            && self.member_state(&id) == Some(MemberState::Alive)
         {
             if let Some(p) = self.probed_peer_mut(id) {
                 p.last_heard = Time::ZERO;
