@@ -124,11 +124,9 @@ impl MemberTable {
     }
 
     /// The first member at or after `from` in id order, wrapping around.
-    pub(crate) fn at_or_after(&self, from: NodeId) -> Option<(&NodeId, &Member)> {
-        self.map
-            .range(from..)
-            .next()
-            .or_else(|| self.map.iter().next())
+    /// Members from `from` on in id order, wrapping once around.
+    pub(crate) fn from(&self, from: NodeId) -> impl Iterator<Item = (&NodeId, &Member)> {
+        self.map.range(from..).chain(self.map.range(..from))
     }
 
     pub(crate) fn name(&self, id: &NodeId) -> &str {

@@ -539,12 +539,20 @@ fn a_call_for_another_member_id_does_not_run() {
 }
 
 /// Not a cap either: a node whose active view is empty (just joined, or
-/// mid-repair) that leaves still tells some members directly.
+/// mid-repair) still tells some members directly of its news and its leave.
 #[test]
 fn a_leave_with_an_empty_active_view_still_reaches_members() {
     let mut h = Harness::new(config());
     h.learn((2..8).map(|i| record(i, "")).collect());
     assert!(h.node.active_view().is_empty());
+    // So does a registration: no tree yet, the delta goes to a few members.
+    h.node.register(Time::ZERO, FunctionSpec::new("f")).unwrap();
+    h.drain();
+    let told = (2..8)
+        .filter(|i| !h.sent_to(*i, wire::MessageKind::Gossip).is_empty())
+        .count();
+    assert!(told >= 3, "registration told {told} members");
+    h.sent.clear();
     h.node.leave(Time::ZERO);
     h.drain();
     let told = (2..8)

@@ -484,9 +484,9 @@ fn converged_snapshot_memory() {
 #[test]
 fn a_call_whose_connection_broke_is_resent_and_runs_once() {
     for_seeds(&[91, 92, 93, 94, 95, 96], |seed| {
-        // Odd seeds: the handler is still running when the link breaks (the
-        // answer is lost); even seeds: the partition starts first (the
-        // request is lost in the stalled queue).
+        // Odd seeds: a slow call is running when the link breaks (its answer
+        // is lost); every seed: a call sent into the partition (the request
+        // is lost).
         let handler = if seed % 2 == 1 { 1500 } else { 5 };
         let (mut sim, _) = converged_chain(seed, 5, &Config::default());
         sim.net.stall_timeout = Duration::from_millis(300);
@@ -498,33 +498,30 @@ fn a_call_whose_connection_broke_is_resent_and_runs_once() {
             s.node(0).unwrap().live_providers("work").count() == 1
         })
         .expect("propagated");
-        let call = if handler > 100 {
-            let c = sim
-                .call(0, Call::new("work").locs(["cpu"]).args("x"))
-                .unwrap();
+        let work = |arg: &str| Call::new("work").locs(["cpu"]).args(arg.to_string());
+        let mut calls = Vec::new();
+        if handler > 100 {
+            calls.push(sim.call(0, work("x")).unwrap());
             sim.run_for(Duration::from_millis(10));
-            sim.partition(&[&[0]]);
-            c
-        } else {
-            sim.partition(&[&[0]]);
-            sim.call(0, Call::new("work").locs(["cpu"]).args("x"))
-                .unwrap()
-        };
+        }
+        // A call sent into the partition waits in the stalled connection,
+        // which then breaks (taking the running call's answer with it).
+        sim.partition(&[&[0]]);
+        calls.push(sim.call(0, work("y")).unwrap());
         sim.run_for(Duration::from_millis(600));
         sim.heal();
         let done = within(&mut sim, Duration::from_secs(20), |s| {
-            s.log.calls.iter().any(|r| r.call == call)
+            calls
+                .iter()
+                .all(|c| s.log.calls.iter().any(|r| r.call == *c))
         });
-        assert!(done.is_some(), "the call completes");
-        let rec = sim.log.calls.iter().find(|r| r.call == call).unwrap();
-        assert_eq!(rec.result, Ok(bytes::Bytes::from_static(b"x")));
-        let runs = sim
-            .log
-            .invocations
-            .iter()
-            .filter(|r| r.call == call)
-            .count();
-        assert_eq!(runs, 1, "exactly one execution");
+        assert!(done.is_some(), "the calls complete");
+        for c in &calls {
+            let rec = sim.log.calls.iter().find(|r| r.call == *c).unwrap();
+            assert!(rec.result.is_ok(), "{:?}", rec.result);
+            let runs = sim.log.invocations.iter().filter(|r| r.call == *c).count();
+            assert_eq!(runs, 1, "exactly one execution");
+        }
         let m = sim.node(0).unwrap().metrics();
         assert!(m.calls_resent > 0, "resent: {}", m.calls_resent);
     });

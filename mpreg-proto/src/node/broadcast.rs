@@ -178,6 +178,17 @@ impl Node {
             return;
         }
         let outbox = std::mem::take(&mut self.plumtree.outbox);
+        if self.overlay.active.is_empty() {
+            // No tree to push along (just joined, or mid-repair): the
+            // updates go straight to a few members, who relay them, rather
+            // than wait for an anti-entropy round.
+            let all: Vec<&Bytes> = outbox.iter().map(|o| &o.bytes).collect();
+            for a in self.direct_targets(super::DIRECT_FANOUT) {
+                self.metrics.broadcast_copies += all.len() as u64;
+                self.send_encoded(now, &a, MessageKind::Gossip, &all, usize::MAX);
+            }
+            return;
+        }
         let peers: Vec<(NodeId, Addr, bool)> = self
             .overlay
             .active
@@ -252,6 +263,36 @@ impl Node {
         for (id, ids) in std::mem::take(&mut self.plumtree.announce) {
             self.send_ihave(now, id, ids);
         }
+    }
+
+    /// Up to `n` live members outside the active view, ring neighbours
+    /// first, then random ones.
+    pub(super) fn direct_targets(&mut self, n: usize) -> Vec<Addr> {
+        let active: Vec<NodeId> = self.overlay.active.iter().map(|p| p.id).collect();
+        let mut told: Vec<(NodeId, Addr)> = self
+            .overlay
+            .ring
+            .iter()
+            .filter(|p| !active.contains(&p.id))
+            .map(|p| (p.id, p.addr.clone()))
+            .collect();
+        told.dedup_by_key(|t| t.0);
+        told.truncate(n);
+        for _ in 0..2 * n {
+            if told.len() >= n {
+                break;
+            }
+            let skip: Vec<NodeId> = told
+                .iter()
+                .map(|t| t.0)
+                .chain(active.iter().copied())
+                .collect();
+            if let Some(pick) = self.random_member(|id, m| m.state.is_live() && !skip.contains(id))
+            {
+                told.push(pick);
+            }
+        }
+        told.into_iter().map(|(_, a)| a).collect()
     }
 
     /// Sends updates as `kind` frames (a `Vec<Update>` body), packing them

@@ -302,12 +302,16 @@ impl Node {
         if self.members.len() <= 1 {
             return None;
         }
+        // From a random point, the first few members in id order (ids are
+        // random, so the start is close to uniform).
         for _ in 0..16 {
             let at = NodeId::from_u128(self.rng.random());
-            if let Some((id, m)) = self.members.at_or_after(at)
-                && *id != self.me
-                && pred(id, m)
-            {
+            let found = self
+                .members
+                .from(at)
+                .take(4)
+                .find(|(id, m)| **id != self.me && pred(id, m));
+            if let Some((id, m)) = found {
                 return Some((*id, m.addr.clone()));
             }
         }

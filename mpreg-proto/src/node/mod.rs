@@ -610,28 +610,8 @@ impl Node {
         self.write_own_record(now, &rec);
         self.broadcast_to_all(wire::Update::Member(rec.clone()));
         // The active view can be thin or empty (just joined, or mid-repair):
-        // the ring neighbours and a few random members hear it directly too,
-        // so the news always starts somewhere.
-        let active: Vec<Addr> = self.overlay.active.iter().map(|p| p.addr.clone()).collect();
-        let mut others: Vec<Addr> = self
-            .members()
-            .filter(|m| m.id != self.me && m.state.is_live() && !active.contains(&m.addr))
-            .map(|m| m.addr)
-            .collect();
-        let mut told: Vec<Addr> = self
-            .overlay
-            .ring
-            .iter()
-            .map(|p| p.addr.clone())
-            .filter(|a| !active.contains(a))
-            .collect();
-        told.sort();
-        told.dedup();
-        others.retain(|a| !told.contains(a));
-        while told.len() < LEAVE_EXTRA_FANOUT && !others.is_empty() {
-            let i = rand::RngExt::random_range(&mut self.rng, 0..others.len());
-            told.push(others.swap_remove(i));
-        }
+        // a few members outside it hear the news directly too.
+        let told = self.direct_targets(DIRECT_FANOUT);
         let u = [wire::Update::Member(rec)];
         for a in told {
             self.send_updates(now, &a, MessageKind::Gossip, &u, 1);
@@ -863,8 +843,9 @@ impl Node {
     }
 }
 
-/// Members outside the active view told directly that this node leaves.
-const LEAVE_EXTRA_FANOUT: usize = 3;
+/// Members outside the active view told directly when the view cannot
+/// carry news: a leave, or updates while the view is empty.
+const DIRECT_FANOUT: usize = 3;
 
 /// A drained queue gives back memory a burst made it take (a node that
 /// imported or learned N members at once queued N events).
