@@ -276,7 +276,6 @@ fn outcome_bytes(r: &Result<Bytes, CallError>) -> usize {
     128 + r.as_ref().map_or(0, |b| b.len())
 }
 
-/// Messages a client connection may send.
 /// The answer to a call refused before it was looked at.
 pub(super) fn refusal(id: CallId) -> CallResponse {
     CallResponse {
@@ -286,6 +285,7 @@ pub(super) fn refusal(id: CallId) -> CallResponse {
     }
 }
 
+/// Messages a client connection may send.
 pub(super) fn client_may_send(kind: MessageKind) -> bool {
     matches!(
         kind,
