@@ -144,3 +144,126 @@ fn an_imported_departure_leaves_the_active_view() {
     assert_eq!(n.member_state(&id), Some(MemberState::Left));
     assert!(n.active_view().is_empty(), "{:?}", n.active_view());
 }
+
+fn own_entries(n: &Node) -> usize {
+    n.replicated_state()
+        .iter()
+        .filter_map(|u| match u {
+            wire::Update::Catalog(d) if d.owner == n.id() => Some(d.entries.len()),
+            _ => None,
+        })
+        .sum()
+}
+
+/// node_inputs: a node's own catalog grew past `max_functions_per_node`
+/// (which counts tombstones) by registering and unregistering, and past
+/// `max_catalog_entries` by registering when other owners filled it; peers
+/// capped at the same numbers could then never hold all of it.
+#[test]
+fn own_entries_obey_the_catalog_caps_tombstones_included() {
+    use mpreg_proto::{FunctionSpec, RegisterError};
+    let mut cfg = config();
+    cfg.limits.max_functions_per_node = 2;
+    let mut n = node_with(cfg, 1);
+    let v = semver::Version::new(1, 0, 0);
+    for f in ["a", "b"] {
+        n.register(Time::ZERO, FunctionSpec::new(f)).unwrap();
+        assert!(n.unregister(Time::ZERO, f, &v));
+    }
+    assert_eq!(
+        n.register(Time::ZERO, FunctionSpec::new("c")),
+        Err(RegisterError::Limit(2))
+    );
+    assert_eq!(own_entries(&n), 2);
+    // A key that has a tombstone takes no new room.
+    n.register(Time::ZERO, FunctionSpec::new("a")).unwrap();
+    assert_eq!(own_entries(&n), 2);
+    assert_eq!(n.catalog().entries_of(&n.id()).count(), 1);
+
+    let mut cfg = config();
+    cfg.limits.max_catalog_entries = 2;
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let entries = ["x", "y"]
+        .iter()
+        .enumerate()
+        .map(|(k, name)| wire::CatalogEntry {
+            name: (*name).into(),
+            version: v.clone(),
+            counter: k as u64 + 1,
+            scope: Default::default(),
+            body: Some(mpreg_proto::FnBody {
+                resources: Default::default(),
+                idempotent: false,
+                route: None,
+            }),
+        })
+        .collect();
+    let delta = wire::CatalogDelta {
+        owner: peer,
+        epoch: 1,
+        floor: 0,
+        complete: false,
+        entries,
+    };
+    let _ = n.handle_frame(
+        Time::ZERO,
+        &at,
+        &gossip(vec![record(peer, &at, 1, MemberState::Alive)]),
+    );
+    let _ = n.handle_frame(
+        Time::ZERO,
+        &at,
+        &frame(&Message::Gossip(vec![wire::Update::Catalog(delta)])),
+    );
+    assert_eq!(n.catalog().total_entries(), 2);
+    assert_eq!(
+        n.register(Time::ZERO, FunctionSpec::new("c")),
+        Err(RegisterError::Limit(2))
+    );
+    assert_eq!(n.catalog().total_entries(), 2);
+}
+
+/// node_inputs: route entries a bridge node writes for what its bridges
+/// offer bypassed the per-node cap: one summary could make the node's own
+/// catalog as large as a frame.
+#[test]
+fn bridged_routes_obey_the_per_node_cap() {
+    let mut cfg = config();
+    cfg.limits.max_functions_per_node = 2;
+    cfg.federation.policy = mpreg_proto::config::Policy::Permissive;
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(7), Addr::new("sim://7"));
+    let other = wire::cluster_tag("other");
+    let hello = Message::BridgeHello(wire::BridgeHello {
+        node: peer,
+        addr: at.clone(),
+        cluster_id: "other".into(),
+    });
+    let v = wire::PROTOCOL_VERSION;
+    let _ = n
+        .handle_frame(Time::ZERO, &at, &wire::encode(&hello, v, other))
+        .unwrap();
+    assert_eq!(n.bridges().len(), 1);
+    let summary = Message::Summary(wire::ClusterSummary {
+        version: 1,
+        routes: vec![wire::RouteAd {
+            path: vec!["other".into()],
+            functions: ["f0", "f1", "f2", "f3"]
+                .iter()
+                .map(|f| wire::FnAd {
+                    name: (*f).into(),
+                    version: semver::Version::new(1, 0, 0),
+                    sets: vec![Default::default()],
+                    idempotent: true,
+                })
+                .collect(),
+        }],
+    });
+    let _ = n
+        .handle_frame(Time::ZERO, &at, &wire::encode(&summary, v, other))
+        .unwrap();
+    assert_eq!(own_entries(&n), 2);
+    assert!(n.metrics().limit_hits(mpreg_proto::Limit::FunctionsPerNode) >= 1);
+}
+

@@ -702,14 +702,14 @@ impl Node {
         if self.status != Status::Active {
             return Err(RegisterError::Left);
         }
-        let own = self.catalog.entries_of(&self.me).count();
-        let exists = self
-            .catalog
-            .entries_of(&self.me)
-            .any(|(n, v, _)| n == spec.name && *v == spec.version);
-        if !exists && own >= self.cfg.limits.max_functions_per_node {
-            self.limit_hit(Limit::FunctionsPerNode);
-            return Err(RegisterError::Limit(self.cfg.limits.max_functions_per_node));
+        if let Err(limit) = self.own_room(&spec.name, &spec.version, "") {
+            self.limit_hit(limit);
+            let l = &self.cfg.limits;
+            let cap = match limit {
+                Limit::CatalogEntries => l.max_catalog_entries,
+                _ => l.max_functions_per_node,
+            };
+            return Err(RegisterError::Limit(cap));
         }
         let body = crate::catalog::FnBody {
             resources: spec.resources,
