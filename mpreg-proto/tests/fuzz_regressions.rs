@@ -267,3 +267,153 @@ fn bridged_routes_obey_the_per_node_cap() {
     assert!(n.metrics().limit_hits(mpreg_proto::Limit::FunctionsPerNode) >= 1);
 }
 
+/// Runs `n`'s timers for `secs` seconds of virtual time, draining its
+/// output.
+fn run_timers(n: &mut Node, from: Time, secs: u64) {
+    let end = from + std::time::Duration::from_secs(secs);
+    for _ in 0..10_000 {
+        let Some(t) = n.poll_timeout() else { break };
+        if t > end {
+            break;
+        }
+        n.handle_timeout(t);
+        let _ = transmits(n);
+        while n.poll_event().is_some() {}
+    }
+}
+
+/// config (proptest `configurations_that_validate_make_working_nodes`): a
+/// configuration with `Duration::MAX` intervals validated, and the first
+/// timer scaled one (`sync_interval` times the cluster-size factor, or a
+/// jitter above 1) overflowed in `Node::new`. Durations are now capped at
+/// 365 days by `validate` (a typed error naming the key), and every
+/// duration at the cap makes a node that runs.
+#[test]
+fn durations_beyond_the_cap_are_refused_and_durations_at_it_run() {
+    use mpreg_proto::config::{ConfigError, MAX_DURATION};
+    use std::time::Duration;
+    let mut cfg = config();
+    cfg.dissemination.sync_interval = Duration::MAX;
+    match cfg.validate() {
+        Err(ConfigError::Range { key, .. }) => assert_eq!(key, "dissemination.sync_interval"),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    for d in [
+        &mut m.probe_period,
+        &mut m.probe_timeout_min,
+        &mut m.probe_timeout_max,
+        &mut m.indirect_timeout,
+        &mut m.suspicion_per_decade,
+        &mut m.dissemination_allowance,
+        &mut m.reconnect_window,
+        &mut m.join_retry_interval,
+        &mut m.seed_redial_interval,
+        &mut cfg.overlay.shuffle_period,
+        &mut cfg.dissemination.graft_timeout,
+        &mut cfg.dissemination.graft_timeout_min,
+        &mut cfg.dissemination.ihave_delay,
+        &mut cfg.dissemination.sync_interval,
+        &mut cfg.calls.default_timeout,
+        &mut cfg.calls.max_timeout,
+        &mut cfg.calls.resend_backoff,
+    ] {
+        *d = MAX_DURATION;
+    }
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    n.join(Time::ZERO, [at.clone()]);
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = transmits(&mut n);
+    run_timers(&mut n, Time::ZERO, 10 * 365 * 24 * 3600);
+}
+
+/// config (proptest `configurations_that_validate_make_working_nodes`):
+/// `overlay.shuffle_size = usize::MAX` validated, then a shuffle reserved
+/// `shuffle_size + 1` entries (capacity overflow) and an incoming sample
+/// took `shuffle_size * 2` of them (multiply overflow).
+#[test]
+fn a_huge_shuffle_size_neither_overflows_nor_over_allocates() {
+    let mut cfg = config();
+    cfg.overlay.shuffle_size = usize::MAX;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    let _ = transmits(&mut n);
+    assert_eq!(n.active_view(), vec![peer]);
+    let sample = (3..8u128)
+        .map(|i| wire::PeerInfo {
+            id: NodeId::from_u128(i),
+            addr: Addr::new(format!("sim://{i}")),
+        })
+        .collect();
+    let shuffle = Message::Shuffle(wire::Shuffle {
+        origin: wire::PeerInfo {
+            id: peer,
+            addr: at.clone(),
+        },
+        ttl: 0,
+        sample,
+    });
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&shuffle));
+    run_timers(&mut n, Time::ZERO, 60);
+}
+
+/// config: `overlay.passive_view_size = 0` validated, and the first peer
+/// offered to the (empty, full) passive view made the node pick a victim
+/// from an empty range.
+#[test]
+fn a_zero_passive_view_stays_empty() {
+    let mut cfg = config();
+    cfg.overlay.passive_view_size = 0;
+    cfg.overlay.active_view_max = 1;
+    cfg.overlay.active_view_min = 1;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3, 4] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    let _ = transmits(&mut n);
+    run_timers(&mut n, Time::ZERO, 30);
+    assert!(n.active_view().len() <= 1, "{:?}", n.active_view());
+}
+
+/// config (a timeout, not a panic): `MPREG_GOSSIP_INTERVAL=7e-9` made a
+/// 7 ns probe period that validated; `Time` counts microseconds, so the
+/// probe timer was re-armed at `now` and `handle_timeout` never returned.
+/// Periods below 1 µs are now refused, and a timer a handler re-arms at
+/// `now` (a 1 µs period halved) waits for the next `handle_timeout`.
+#[test]
+fn periods_below_the_clocks_resolution_are_refused() {
+    use mpreg_proto::config::ConfigError;
+    use std::time::Duration;
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    m.probe_period = Duration::from_nanos(7);
+    m.probe_timeout_min = Duration::from_nanos(7);
+    m.probe_timeout_max = Duration::from_nanos(7);
+    match cfg.validate() {
+        Err(ConfigError::Range { key, .. }) => assert_eq!(key, "membership.probe_period"),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    m.probe_period = Duration::from_micros(1);
+    m.probe_timeout_min = Duration::from_micros(1);
+    m.probe_timeout_max = Duration::from_micros(1);
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    run_timers(&mut n, Time::ZERO, 1);
+}
