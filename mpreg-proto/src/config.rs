@@ -656,7 +656,9 @@ impl Config {
     pub fn active_view_target(&self, n: usize) -> usize {
         let o = &self.overlay;
         let log = usize::BITS - n.saturating_sub(1).leading_zeros(); // ⌈log₂ n⌉
-        (log as usize + o.active_view_extra).clamp(o.active_view_min, o.active_view_max)
+        (log as usize)
+            .saturating_add(o.active_view_extra)
+            .clamp(o.active_view_min, o.active_view_max)
     }
 
     /// The longest a suspicion of a member of an `n`-node cluster lasts
@@ -680,7 +682,7 @@ impl Config {
         if k == 0 || confirmations >= k {
             return min;
         }
-        let frac = ((confirmations + 1) as f64).ln() / ((k + 1) as f64).ln();
+        let frac = (f64::from(confirmations) + 1.0).ln() / (f64::from(k) + 1.0).ln();
         max.saturating_sub(crate::time::scale(max - min, frac))
             .max(min)
     }

@@ -417,3 +417,69 @@ fn periods_below_the_clocks_resolution_are_refused() {
     let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
     run_timers(&mut n, Time::ZERO, 1);
 }
+
+/// config: `overlay.active_view_extra` (or `active_view_slack`) near
+/// `usize::MAX` validated, and the view target `⌈log₂ n⌉ + extra` (and the
+/// view maximum `target + slack`) overflowed when a member joined.
+#[test]
+fn huge_active_view_extra_and_slack_saturate() {
+    for (extra, slack) in [(usize::MAX, 0), (1, usize::MAX)] {
+        let mut cfg = config();
+        cfg.overlay.active_view_extra = extra;
+        cfg.overlay.active_view_slack = slack;
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.active_view_target(100),
+            if extra == 1 {
+                8
+            } else {
+                cfg.overlay.active_view_max
+            }
+        );
+        let mut n = node_with(cfg, 1);
+        for i in [2u128, 3] {
+            let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+            let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+            let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+            let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        }
+        assert_eq!(n.active_view().len(), 2);
+        run_timers(&mut n, Time::ZERO, 5);
+    }
+}
+
+/// config: `membership.indirect_probes` near `usize::MAX` validated; a
+/// failed probe then looked for `4 × indirect_probes` helpers (overflow,
+/// and with fewer members a loop that never ends). Helpers are now at most
+/// the members there are.
+#[test]
+fn huge_indirect_probes_ask_at_most_every_member() {
+    let mut cfg = config();
+    cfg.membership.indirect_probes = usize::MAX / 2;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3, 4] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    // Nobody answers: probes time out and go indirect.
+    run_timers(&mut n, Time::ZERO, 10);
+    assert!(n.metrics().indirect_probes > 0);
+}
+
+/// config: `membership.suspicion_confirmations = u32::MAX` validated, and
+/// the suspicion timeout's `ln(k + 1)` overflowed in `u32` when a member
+/// was first suspected.
+#[test]
+fn the_suspicion_timeout_takes_any_number_of_confirmations() {
+    let mut cfg = config();
+    cfg.membership.suspicion_confirmations = u32::MAX;
+    cfg.validate().unwrap();
+    let (max, min) = (cfg.suspicion_max(10), cfg.suspicion_min(10));
+    for c in [0, 1, 1000, u32::MAX - 1, u32::MAX] {
+        let t = cfg.suspicion_timeout(10, c);
+        assert!(min <= t && t <= max, "{c}: {t:?}");
+    }
+}

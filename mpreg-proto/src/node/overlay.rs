@@ -56,7 +56,8 @@ impl Node {
     }
 
     fn view_max(&self) -> usize {
-        self.view_target() + self.cfg.overlay.active_view_slack
+        self.view_target()
+            .saturating_add(self.cfg.overlay.active_view_slack)
     }
 
     pub(super) fn is_active(&self, id: NodeId) -> bool {
