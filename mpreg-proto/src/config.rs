@@ -418,7 +418,44 @@ pub enum ConfigError {
 /// The smallest frame limit that still fits every control message.
 pub const MIN_FRAME_SIZE: usize = 4 * 1024;
 
+/// The longest any configured duration may be (365 days): timers scale
+/// them (by the local health, by the cluster size, by backoff) and must not
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Config {
+    /// Every duration with its key.
+    fn durations(&self) -> [(&'static str, Duration); 17] {
+        let (m, o, d, c) = (
+            &self.membership,
+            &self.overlay,
+            &self.dissemination,
+            &self.calls,
+        );
+        [
+            ("membership.probe_period", m.probe_period),
+            ("membership.probe_timeout_min", m.probe_timeout_min),
+            ("membership.probe_timeout_max", m.probe_timeout_max),
+            ("membership.indirect_timeout", m.indirect_timeout),
+            ("membership.suspicion_per_decade", m.suspicion_per_decade),
+            (
+                "membership.dissemination_allowance",
+                m.dissemination_allowance,
+            ),
+            ("membership.reconnect_window", m.reconnect_window),
+            ("membership.join_retry_interval", m.join_retry_interval),
+            ("membership.seed_redial_interval", m.seed_redial_interval),
+            ("overlay.shuffle_period", o.shuffle_period),
+            ("dissemination.graft_timeout", d.graft_timeout),
+            ("dissemination.graft_timeout_min", d.graft_timeout_min),
+            ("dissemination.ihave_delay", d.ihave_delay),
+            ("dissemination.sync_interval", d.sync_interval),
+            ("calls.default_timeout", c.default_timeout),
+            ("calls.max_timeout", c.max_timeout),
+            ("calls.resend_backoff", c.resend_backoff),
+        ]
+    }
+
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.membership;
@@ -444,6 +481,16 @@ impl Config {
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(key));
+            }
+            // Time counts microseconds: a shorter period is zero to the
+            // core, and a timer re-armed at `now + 0` would fire forever.
+            if d < Duration::from_micros(1) {
+                return Err(range(key, format!("{d:?}"), "must be at least 1µs"));
+            }
+        }
+        for (key, d) in self.durations() {
+            if d > MAX_DURATION {
+                return Err(range(key, format!("{d:?}"), "must be at most 365 days"));
             }
         }
         order(
@@ -609,14 +656,16 @@ impl Config {
     pub fn active_view_target(&self, n: usize) -> usize {
         let o = &self.overlay;
         let log = usize::BITS - n.saturating_sub(1).leading_zeros(); // ⌈log₂ n⌉
-        (log as usize + o.active_view_extra).clamp(o.active_view_min, o.active_view_max)
+        (log as usize)
+            .saturating_add(o.active_view_extra)
+            .clamp(o.active_view_min, o.active_view_max)
     }
 
     /// The longest a suspicion of a member of an `n`-node cluster lasts
     /// before it is declared Dead (no independent confirmations).
     pub fn suspicion_max(&self, n: usize) -> Duration {
         let decades = (n.max(10) as f64).log10();
-        self.membership.suspicion_per_decade.mul_f64(decades)
+        crate::time::scale(self.membership.suspicion_per_decade, decades)
     }
 
     /// The shortest suspicion: with `suspicion_confirmations` independent
@@ -633,14 +682,15 @@ impl Config {
         if k == 0 || confirmations >= k {
             return min;
         }
-        let frac = ((confirmations + 1) as f64).ln() / ((k + 1) as f64).ln();
-        max.saturating_sub((max - min).mul_f64(frac)).max(min)
+        let frac = (f64::from(confirmations) + 1.0).ln() / (f64::from(k) + 1.0).ln();
+        max.saturating_sub(crate::time::scale(max - min, frac))
+            .max(min)
     }
 
     /// The anti-entropy interval in a cluster of `n` members.
     pub fn sync_interval(&self, n: usize) -> Duration {
         let scale = 1.0 + ((n.max(32) as f64) / 32.0).log2();
-        self.dissemination.sync_interval.mul_f64(scale)
+        crate::time::scale(self.dissemination.sync_interval, scale)
     }
 
     /// The published worst case, at 0% loss and with a healthy prober, from

@@ -51,6 +51,12 @@ impl Time {
     }
 }
 
+/// `d * f` (f ≥ 0), saturating at `Duration::MAX` where `Duration::mul_f64`
+/// panics (a configured duration times a scale, or a measured one).
+pub(crate) fn scale(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(f * d.as_secs_f64()).unwrap_or(Duration::MAX)
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

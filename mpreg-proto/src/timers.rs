@@ -74,12 +74,21 @@ impl Timers {
         self.by_time.first_key_value().map(|(k, _)| k.0)
     }
 
-    /// Removes and returns one timer due at `now`, earliest first.
-    pub(crate) fn pop_due(&mut self, now: Time) -> Option<Timer> {
-        let (&slot, &key) = self.by_time.first_key_value()?;
-        if slot.0 > now {
-            return None;
-        }
+    /// A mark for [`pop_due`](Self::pop_due): timers set after it was
+    /// taken are not returned.
+    pub(crate) fn mark(&self) -> u64 {
+        self.seq
+    }
+
+    /// Removes and returns one timer due at `now` and set before `mark`,
+    /// earliest first. A handler that re-arms its timer at `now` (a period
+    /// below the clock's resolution, a deadline already passed) leaves it
+    /// for the next call instead of firing it forever.
+    pub(crate) fn pop_due(&mut self, now: Time, mark: u64) -> Option<Timer> {
+        let (&slot, &key) = self
+            .by_time
+            .range(..=(now, u64::MAX))
+            .find(|(slot, _)| slot.1 < mark)?;
         self.by_time.remove(&slot);
         self.by_key.remove(&key);
         Some(key)
@@ -103,11 +112,29 @@ mod tests {
         t.set(Timer::Graft, Time::from_millis(40));
         t.set_if_earlier(Timer::Sync, Time::from_millis(50));
         assert_eq!(t.next(), Some(Time::from_millis(10)));
-        assert_eq!(t.pop_due(Time::from_millis(5)), None);
-        assert_eq!(t.pop_due(Time::from_millis(100)), Some(Timer::Join));
-        assert_eq!(t.pop_due(Time::from_millis(100)), Some(Timer::Sync));
+        let m = t.mark();
+        assert_eq!(t.pop_due(Time::from_millis(5), m), None);
+        assert_eq!(t.pop_due(Time::from_millis(100), m), Some(Timer::Join));
+        assert_eq!(t.pop_due(Time::from_millis(100), m), Some(Timer::Sync));
         t.cancel(Timer::Graft);
-        assert_eq!(t.pop_due(Time::MAX), None);
+        assert_eq!(t.pop_due(Time::MAX, t.mark()), None);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_timer_set_after_the_mark_waits_for_the_next_one() {
+        let mut t = Timers::default();
+        t.set(Timer::Sync, Time::from_millis(10));
+        t.set(Timer::Join, Time::from_millis(20));
+        let m = t.mark();
+        assert_eq!(t.pop_due(Time::from_millis(30), m), Some(Timer::Sync));
+        // Re-armed at (or before) now: skipped, older due timers still fire.
+        t.set(Timer::Sync, Time::from_millis(5));
+        assert_eq!(t.pop_due(Time::from_millis(30), m), Some(Timer::Join));
+        assert_eq!(t.pop_due(Time::from_millis(30), m), None);
+        assert_eq!(
+            t.pop_due(Time::from_millis(30), t.mark()),
+            Some(Timer::Sync)
+        );
     }
 }

@@ -144,3 +144,342 @@ fn an_imported_departure_leaves_the_active_view() {
     assert_eq!(n.member_state(&id), Some(MemberState::Left));
     assert!(n.active_view().is_empty(), "{:?}", n.active_view());
 }
+
+fn own_entries(n: &Node) -> usize {
+    n.replicated_state()
+        .iter()
+        .filter_map(|u| match u {
+            wire::Update::Catalog(d) if d.owner == n.id() => Some(d.entries.len()),
+            _ => None,
+        })
+        .sum()
+}
+
+/// node_inputs: a node's own catalog grew past `max_functions_per_node`
+/// (which counts tombstones) by registering and unregistering, and past
+/// `max_catalog_entries` by registering when other owners filled it; peers
+/// capped at the same numbers could then never hold all of it.
+#[test]
+fn own_entries_obey_the_catalog_caps_tombstones_included() {
+    use mpreg_proto::{FunctionSpec, RegisterError};
+    let mut cfg = config();
+    cfg.limits.max_functions_per_node = 2;
+    let mut n = node_with(cfg, 1);
+    let v = semver::Version::new(1, 0, 0);
+    for f in ["a", "b"] {
+        n.register(Time::ZERO, FunctionSpec::new(f)).unwrap();
+        assert!(n.unregister(Time::ZERO, f, &v));
+    }
+    assert_eq!(
+        n.register(Time::ZERO, FunctionSpec::new("c")),
+        Err(RegisterError::Limit(2))
+    );
+    assert_eq!(own_entries(&n), 2);
+    // A key that has a tombstone takes no new room.
+    n.register(Time::ZERO, FunctionSpec::new("a")).unwrap();
+    assert_eq!(own_entries(&n), 2);
+    assert_eq!(n.catalog().entries_of(&n.id()).count(), 1);
+
+    let mut cfg = config();
+    cfg.limits.max_catalog_entries = 2;
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let entries = ["x", "y"]
+        .iter()
+        .enumerate()
+        .map(|(k, name)| wire::CatalogEntry {
+            name: (*name).into(),
+            version: v.clone(),
+            counter: k as u64 + 1,
+            scope: Default::default(),
+            body: Some(mpreg_proto::FnBody {
+                resources: Default::default(),
+                idempotent: false,
+                route: None,
+            }),
+        })
+        .collect();
+    let delta = wire::CatalogDelta {
+        owner: peer,
+        epoch: 1,
+        floor: 0,
+        complete: false,
+        entries,
+    };
+    let _ = n.handle_frame(
+        Time::ZERO,
+        &at,
+        &gossip(vec![record(peer, &at, 1, MemberState::Alive)]),
+    );
+    let _ = n.handle_frame(
+        Time::ZERO,
+        &at,
+        &frame(&Message::Gossip(vec![wire::Update::Catalog(delta)])),
+    );
+    assert_eq!(n.catalog().total_entries(), 2);
+    assert_eq!(
+        n.register(Time::ZERO, FunctionSpec::new("c")),
+        Err(RegisterError::Limit(2))
+    );
+    assert_eq!(n.catalog().total_entries(), 2);
+}
+
+/// node_inputs: route entries a bridge node writes for what its bridges
+/// offer bypassed the per-node cap: one summary could make the node's own
+/// catalog as large as a frame.
+#[test]
+fn bridged_routes_obey_the_per_node_cap() {
+    let mut cfg = config();
+    cfg.limits.max_functions_per_node = 2;
+    cfg.federation.policy = mpreg_proto::config::Policy::Permissive;
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(7), Addr::new("sim://7"));
+    let other = wire::cluster_tag("other");
+    let hello = Message::BridgeHello(wire::BridgeHello {
+        node: peer,
+        addr: at.clone(),
+        cluster_id: "other".into(),
+    });
+    let v = wire::PROTOCOL_VERSION;
+    let _ = n
+        .handle_frame(Time::ZERO, &at, &wire::encode(&hello, v, other))
+        .unwrap();
+    assert_eq!(n.bridges().len(), 1);
+    let summary = Message::Summary(wire::ClusterSummary {
+        version: 1,
+        routes: vec![wire::RouteAd {
+            path: vec!["other".into()],
+            functions: ["f0", "f1", "f2", "f3"]
+                .iter()
+                .map(|f| wire::FnAd {
+                    name: (*f).into(),
+                    version: semver::Version::new(1, 0, 0),
+                    sets: vec![Default::default()],
+                    idempotent: true,
+                })
+                .collect(),
+        }],
+    });
+    let _ = n
+        .handle_frame(Time::ZERO, &at, &wire::encode(&summary, v, other))
+        .unwrap();
+    assert_eq!(own_entries(&n), 2);
+    assert!(n.metrics().limit_hits(mpreg_proto::Limit::FunctionsPerNode) >= 1);
+}
+
+/// Runs `n`'s timers for `secs` seconds of virtual time, draining its
+/// output.
+fn run_timers(n: &mut Node, from: Time, secs: u64) {
+    let end = from + std::time::Duration::from_secs(secs);
+    for _ in 0..10_000 {
+        let Some(t) = n.poll_timeout() else { break };
+        if t > end {
+            break;
+        }
+        n.handle_timeout(t);
+        let _ = transmits(n);
+        while n.poll_event().is_some() {}
+    }
+}
+
+/// config (proptest `configurations_that_validate_make_working_nodes`): a
+/// configuration with `Duration::MAX` intervals validated, and the first
+/// timer scaled one (`sync_interval` times the cluster-size factor, or a
+/// jitter above 1) overflowed in `Node::new`. Durations are now capped at
+/// 365 days by `validate` (a typed error naming the key), and every
+/// duration at the cap makes a node that runs.
+#[test]
+fn durations_beyond_the_cap_are_refused_and_durations_at_it_run() {
+    use mpreg_proto::config::{ConfigError, MAX_DURATION};
+    use std::time::Duration;
+    let mut cfg = config();
+    cfg.dissemination.sync_interval = Duration::MAX;
+    match cfg.validate() {
+        Err(ConfigError::Range { key, .. }) => assert_eq!(key, "dissemination.sync_interval"),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    for d in [
+        &mut m.probe_period,
+        &mut m.probe_timeout_min,
+        &mut m.probe_timeout_max,
+        &mut m.indirect_timeout,
+        &mut m.suspicion_per_decade,
+        &mut m.dissemination_allowance,
+        &mut m.reconnect_window,
+        &mut m.join_retry_interval,
+        &mut m.seed_redial_interval,
+        &mut cfg.overlay.shuffle_period,
+        &mut cfg.dissemination.graft_timeout,
+        &mut cfg.dissemination.graft_timeout_min,
+        &mut cfg.dissemination.ihave_delay,
+        &mut cfg.dissemination.sync_interval,
+        &mut cfg.calls.default_timeout,
+        &mut cfg.calls.max_timeout,
+        &mut cfg.calls.resend_backoff,
+    ] {
+        *d = MAX_DURATION;
+    }
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    n.join(Time::ZERO, [at.clone()]);
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = transmits(&mut n);
+    run_timers(&mut n, Time::ZERO, 10 * 365 * 24 * 3600);
+}
+
+/// config (proptest `configurations_that_validate_make_working_nodes`):
+/// `overlay.shuffle_size = usize::MAX` validated, then a shuffle reserved
+/// `shuffle_size + 1` entries (capacity overflow) and an incoming sample
+/// took `shuffle_size * 2` of them (multiply overflow).
+#[test]
+fn a_huge_shuffle_size_neither_overflows_nor_over_allocates() {
+    let mut cfg = config();
+    cfg.overlay.shuffle_size = usize::MAX;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    let _ = transmits(&mut n);
+    assert_eq!(n.active_view(), vec![peer]);
+    let sample = (3..8u128)
+        .map(|i| wire::PeerInfo {
+            id: NodeId::from_u128(i),
+            addr: Addr::new(format!("sim://{i}")),
+        })
+        .collect();
+    let shuffle = Message::Shuffle(wire::Shuffle {
+        origin: wire::PeerInfo {
+            id: peer,
+            addr: at.clone(),
+        },
+        ttl: 0,
+        sample,
+    });
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&shuffle));
+    run_timers(&mut n, Time::ZERO, 60);
+}
+
+/// config: `overlay.passive_view_size = 0` validated, and the first peer
+/// offered to the (empty, full) passive view made the node pick a victim
+/// from an empty range.
+#[test]
+fn a_zero_passive_view_stays_empty() {
+    let mut cfg = config();
+    cfg.overlay.passive_view_size = 0;
+    cfg.overlay.active_view_max = 1;
+    cfg.overlay.active_view_min = 1;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3, 4] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    let _ = transmits(&mut n);
+    run_timers(&mut n, Time::ZERO, 30);
+    assert!(n.active_view().len() <= 1, "{:?}", n.active_view());
+}
+
+/// config (a timeout, not a panic): `MPREG_GOSSIP_INTERVAL=7e-9` made a
+/// 7 ns probe period that validated; `Time` counts microseconds, so the
+/// probe timer was re-armed at `now` and `handle_timeout` never returned.
+/// Periods below 1 µs are now refused, and a timer a handler re-arms at
+/// `now` (a 1 µs period halved) waits for the next `handle_timeout`.
+#[test]
+fn periods_below_the_clocks_resolution_are_refused() {
+    use mpreg_proto::config::ConfigError;
+    use std::time::Duration;
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    m.probe_period = Duration::from_nanos(7);
+    m.probe_timeout_min = Duration::from_nanos(7);
+    m.probe_timeout_max = Duration::from_nanos(7);
+    match cfg.validate() {
+        Err(ConfigError::Range { key, .. }) => assert_eq!(key, "membership.probe_period"),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = config();
+    let m = &mut cfg.membership;
+    m.probe_period = Duration::from_micros(1);
+    m.probe_timeout_min = Duration::from_micros(1);
+    m.probe_timeout_max = Duration::from_micros(1);
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
+    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    run_timers(&mut n, Time::ZERO, 1);
+}
+
+/// config: `overlay.active_view_extra` (or `active_view_slack`) near
+/// `usize::MAX` validated, and the view target `⌈log₂ n⌉ + extra` (and the
+/// view maximum `target + slack`) overflowed when a member joined.
+#[test]
+fn huge_active_view_extra_and_slack_saturate() {
+    for (extra, slack) in [(usize::MAX, 0), (1, usize::MAX)] {
+        let mut cfg = config();
+        cfg.overlay.active_view_extra = extra;
+        cfg.overlay.active_view_slack = slack;
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.active_view_target(100),
+            if extra == 1 {
+                8
+            } else {
+                cfg.overlay.active_view_max
+            }
+        );
+        let mut n = node_with(cfg, 1);
+        for i in [2u128, 3] {
+            let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+            let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+            let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+            let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        }
+        assert_eq!(n.active_view().len(), 2);
+        run_timers(&mut n, Time::ZERO, 5);
+    }
+}
+
+/// config: `membership.indirect_probes` near `usize::MAX` validated; a
+/// failed probe then looked for `4 × indirect_probes` helpers (overflow,
+/// and with fewer members a loop that never ends). Helpers are now at most
+/// the members there are.
+#[test]
+fn huge_indirect_probes_ask_at_most_every_member() {
+    let mut cfg = config();
+    cfg.membership.indirect_probes = usize::MAX / 2;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3, 4] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    // Nobody answers: probes time out and go indirect.
+    run_timers(&mut n, Time::ZERO, 10);
+    assert!(n.metrics().indirect_probes > 0);
+}
+
+/// config: `membership.suspicion_confirmations = u32::MAX` validated, and
+/// the suspicion timeout's `ln(k + 1)` overflowed in `u32` when a member
+/// was first suspected.
+#[test]
+fn the_suspicion_timeout_takes_any_number_of_confirmations() {
+    let mut cfg = config();
+    cfg.membership.suspicion_confirmations = u32::MAX;
+    cfg.validate().unwrap();
+    let (max, min) = (cfg.suspicion_max(10), cfg.suspicion_min(10));
+    for c in [0, 1, 1000, u32::MAX - 1, u32::MAX] {
+        let t = cfg.suspicion_timeout(10, c);
+        assert!(min <= t && t <= max, "{c}: {t:?}");
+    }
+}

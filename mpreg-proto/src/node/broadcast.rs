@@ -609,6 +609,36 @@ impl Node {
         }
     }
 
+    /// Whether this node may store one more entry of its own under this key:
+    /// its entries (tombstones and routes included) obey the same caps as
+    /// every other node's, or peers could not hold them all.
+    pub(super) fn own_room(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        scope: &str,
+    ) -> Result<(), Limit> {
+        let own = self
+            .catalog
+            .snapshot(&self.me)
+            .map(|d| d.entries)
+            .unwrap_or_default();
+        let l = &self.cfg.limits;
+        if own
+            .iter()
+            .any(|e| e.name == name && e.version == *version && e.scope == scope)
+        {
+            return Ok(());
+        }
+        if own.len() >= l.max_functions_per_node {
+            return Err(Limit::FunctionsPerNode);
+        }
+        if self.catalog.total_entries() >= l.max_catalog_entries {
+            return Err(Limit::CatalogEntries);
+        }
+        Ok(())
+    }
+
     /// Writes one of this node's own catalog entries and broadcasts it.
     pub(super) fn write_own_catalog(
         &mut self,
@@ -618,6 +648,12 @@ impl Node {
         scope: compact_str::CompactString,
         body: Option<crate::catalog::FnBody>,
     ) -> bool {
+        if body.is_some()
+            && let Err(limit) = self.own_room(&name, &version, &scope)
+        {
+            self.limit_hit(limit);
+            return false;
+        }
         let old = self.leaf(&self.me);
         let removal = body.is_none();
         let Some((delta, applied)) = self

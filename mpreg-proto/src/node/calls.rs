@@ -722,7 +722,7 @@ impl Node {
             return false;
         }
         match (self.rtt_of(a), self.rtt_of(b)) {
-            (Some(ra), Some(rb)) => ra.mul_f64(1.5) < rb,
+            (Some(ra), Some(rb)) => crate::time::scale(ra, 1.5) < rb,
             (Some(_), None) => true,
             _ => false,
         }

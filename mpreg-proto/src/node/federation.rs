@@ -432,7 +432,9 @@ impl Node {
             .last_hop
             .get(dest)
             .and_then(|prev| options.iter().find(|o| o.2 == *prev))
-            .filter(|prev| !(best.0 < prev.0 || (best.0 == prev.0 && best.1.mul_f64(1.5) < prev.1)))
+            .filter(|prev| {
+                !(best.0 < prev.0 || (best.0 == prev.0 && crate::time::scale(best.1, 1.5) < prev.1))
+            })
             .cloned();
         let pick = keep.unwrap_or(best);
         self.fed.last_hop.insert(dest.into(), pick.2.clone());

@@ -262,7 +262,8 @@ impl Node {
     /// connections are open), then random live members.
     fn probe_helpers(&mut self, target: NodeId) -> Vec<Addr> {
         use rand::seq::SliceRandom;
-        let k = self.cfg.membership.indirect_probes;
+        // Any indirect_probes validates: no more helpers than members.
+        let k = self.cfg.membership.indirect_probes.min(self.members.len());
         let mut picks: Vec<(NodeId, Addr)> = self
             .overlay
             .active
@@ -278,7 +279,7 @@ impl Node {
         picks.shuffle(&mut self.rng);
         picks.truncate(k);
         let mut tries = 0;
-        while picks.len() < k && tries < 4 * k {
+        while picks.len() < k && tries < k.saturating_mul(4) {
             tries += 1;
             if let Some((id, addr)) =
                 self.random_member(|id, m| *id != target && m.state == MemberState::Alive)

@@ -534,9 +534,13 @@ impl Node {
         }
     }
 
-    /// Fires every timer due at `now`. Calling it early does nothing.
+    /// Fires every timer due at `now`. Calling it early does nothing. A
+    /// timer that the handlers set again for `now` or earlier is left for
+    /// the next call ([`poll_timeout`](Self::poll_timeout) reports it), so
+    /// one call always returns.
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(t) = self.timers.pop_due(now) {
+        let mark = self.timers.mark();
+        while let Some(t) = self.timers.pop_due(now, mark) {
             if self.status == Status::Left && !matches!(t, Timer::Call(_) | Timer::Dedup(_)) {
                 continue;
             }
@@ -702,14 +706,14 @@ impl Node {
         if self.status != Status::Active {
             return Err(RegisterError::Left);
         }
-        let own = self.catalog.entries_of(&self.me).count();
-        let exists = self
-            .catalog
-            .entries_of(&self.me)
-            .any(|(n, v, _)| n == spec.name && *v == spec.version);
-        if !exists && own >= self.cfg.limits.max_functions_per_node {
-            self.limit_hit(Limit::FunctionsPerNode);
-            return Err(RegisterError::Limit(self.cfg.limits.max_functions_per_node));
+        if let Err(limit) = self.own_room(&spec.name, &spec.version, "") {
+            self.limit_hit(limit);
+            let l = &self.cfg.limits;
+            let cap = match limit {
+                Limit::CatalogEntries => l.max_catalog_entries,
+                _ => l.max_functions_per_node,
+            };
+            return Err(RegisterError::Limit(cap));
         }
         let body = crate::catalog::FnBody {
             resources: spec.resources,
@@ -812,7 +816,7 @@ impl Node {
     /// many nodes does not synchronise.
     fn jitter(&mut self, d: std::time::Duration) -> std::time::Duration {
         use rand::RngExt;
-        d.mul_f64(self.rng.random_range(0.75..1.25))
+        crate::time::scale(d, self.rng.random_range(0.75..1.25))
     }
 
     fn reject(&mut self, reason: RejectReason, e: FrameError) -> FrameError {

@@ -56,7 +56,8 @@ impl Node {
     }
 
     fn view_max(&self) -> usize {
-        self.view_target() + self.cfg.overlay.active_view_slack
+        self.view_target()
+            .saturating_add(self.cfg.overlay.active_view_slack)
     }
 
     pub(super) fn is_active(&self, id: NodeId) -> bool {
@@ -263,7 +264,11 @@ impl Node {
     }
 
     pub(super) fn consider_passive(&mut self, id: NodeId, addr: Addr) {
-        if id == self.me || self.is_active(id) || self.overlay.passive.iter().any(|p| p.id == id) {
+        if id == self.me
+            || self.is_active(id)
+            || self.overlay.passive.iter().any(|p| p.id == id)
+            || self.cfg.overlay.passive_view_size == 0
+        {
             return;
         }
         if self.overlay.passive.len() >= self.cfg.overlay.passive_view_size {
@@ -274,7 +279,10 @@ impl Node {
     }
 
     pub(super) fn integrate_passive(&mut self, sample: Vec<PeerInfo>) {
-        for p in sample.into_iter().take(self.cfg.overlay.shuffle_size * 2) {
+        for p in sample
+            .into_iter()
+            .take(self.cfg.overlay.shuffle_size.saturating_mul(2))
+        {
             let dead = self.members.get(&p.id).is_some_and(|m| !m.state.is_live());
             if !dead {
                 self.consider_passive(p.id, p.addr);
@@ -475,7 +483,9 @@ impl Node {
             return;
         }
         let k = self.cfg.overlay.shuffle_size;
-        let mut sample: Vec<PeerInfo> = Vec::with_capacity(k + 1);
+        // Any shuffle_size validates: reserve only what the views can fill.
+        let most = 1 + self.overlay.active.len() + self.overlay.passive.len();
+        let mut sample: Vec<PeerInfo> = Vec::with_capacity(k.min(most));
         sample.push(PeerInfo {
             id: self.me,
             addr: self.addr.clone(),
