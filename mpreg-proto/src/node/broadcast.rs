@@ -42,6 +42,8 @@ struct Outgoing {
     except: Option<NodeId>,
     /// How to send it to each peer.
     mode: Mode,
+    /// Originated by this node (not relayed).
+    local: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -102,21 +104,21 @@ impl Node {
     /// Broadcasts an update this node originated.
     pub(super) fn broadcast(&mut self, u: Update) {
         self.metrics.broadcasts_originated += 1;
-        self.enqueue(u, None, Mode::Tree);
+        self.enqueue(u, None, Mode::Tree, true);
     }
 
     /// Sends an update to every active peer eagerly.
     pub(super) fn broadcast_to_all(&mut self, u: Update) {
         self.metrics.broadcasts_originated += 1;
-        self.enqueue(u, None, Mode::All);
+        self.enqueue(u, None, Mode::All, true);
     }
 
     pub(super) fn relay(&mut self, u: Update, from: Option<NodeId>) {
         self.metrics.broadcasts_relayed += 1;
-        self.enqueue(u, from, Mode::Tree);
+        self.enqueue(u, from, Mode::Tree, false);
     }
 
-    fn enqueue(&mut self, u: Update, except: Option<NodeId>, mode: Mode) {
+    fn enqueue(&mut self, u: Update, except: Option<NodeId>, mode: Mode, local: bool) {
         let id = update_id(&u);
         let bytes = encode_update(&u);
         self.plumtree.outbox.push(Outgoing {
@@ -124,6 +126,7 @@ impl Node {
             bytes,
             except,
             mode,
+            local,
         });
     }
 
@@ -179,10 +182,19 @@ impl Node {
         }
         let outbox = std::mem::take(&mut self.plumtree.outbox);
         if self.overlay.active.is_empty() {
-            // No tree to push along (just joined, or mid-repair): the
-            // updates go straight to a few members, who relay them, rather
-            // than wait for an anti-entropy round.
-            let all: Vec<&Bytes> = outbox.iter().map(|o| &o.bytes).collect();
+            // No tree to push along (just joined, or mid-repair): this
+            // node's own updates go straight to a few members, who relay
+            // them, rather than wait for an anti-entropy round. (Relayed
+            // ones are not: the sender has them, and a joining node relays
+            // a whole member table.)
+            let all: Vec<&Bytes> = outbox
+                .iter()
+                .filter(|o| o.local)
+                .map(|o| &o.bytes)
+                .collect();
+            if all.is_empty() {
+                return;
+            }
             for a in self.direct_targets(super::DIRECT_FANOUT) {
                 self.metrics.broadcast_copies += all.len() as u64;
                 self.send_encoded(now, &a, MessageKind::Gossip, &all, usize::MAX);
