@@ -483,3 +483,27 @@ fn the_suspicion_timeout_takes_any_number_of_confirmations() {
         assert!(min <= t && t <= max, "{c}: {t:?}");
     }
 }
+
+/// node_inputs: with every session an active peer's (a view as large as
+/// `max_sessions`), a frame from a new address made a session past the
+/// cap: eviction only considered sessions of non-active peers.
+#[test]
+fn sessions_stay_within_the_cap_when_active_peers_fill_it() {
+    let mut cfg = config();
+    cfg.limits.max_sessions = 2;
+    cfg.validate().unwrap();
+    let mut n = node_with(cfg, 1);
+    for i in [2u128, 3] {
+        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    }
+    assert_eq!(n.active_view().len(), 2);
+    assert_eq!(n.session_count(), 2);
+    let (id, at) = (NodeId::from_u128(9), Addr::new("sim://9"));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+    let _ = transmits(&mut n);
+    assert!(n.session_count() <= 2, "{} sessions", n.session_count());
+    assert!(n.metrics().limit_hits(mpreg_proto::Limit::Sessions) >= 1);
+}

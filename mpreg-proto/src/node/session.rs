@@ -114,17 +114,23 @@ impl Node {
             .unwrap_or_else(|| unreachable!("session inserted above"))
     }
 
-    /// Evicts a random session that is not an active peer's.
+    /// Evicts a random session, one that is not an active peer's if there
+    /// is one. The cap holds even when active peers fill it (a view that
+    /// force-accepted neighbours, or `max_sessions` below the view size):
+    /// an evicted peer's session starts again with its next frame.
     fn evict_session(&mut self) {
         use rand::RngExt;
         let active: Vec<&Addr> = self.overlay.active.iter().map(|p| &p.addr).collect();
-        let candidates: Vec<Addr> = self
+        let mut candidates: Vec<Addr> = self
             .sessions
             .map
             .keys()
             .filter(|a| !active.contains(a))
             .cloned()
             .collect();
+        if candidates.is_empty() {
+            candidates = self.sessions.map.keys().cloned().collect();
+        }
         if candidates.is_empty() {
             return;
         }
