@@ -5,6 +5,7 @@
 # failed invariant or an input running over 10 s fails the step; libFuzzer
 # leaves the input in fuzz/artifacts/TARGET/. New corpus entries go to
 # fuzz/corpus/TARGET/ (ignored by git); fuzz/seeds/ is never written.
+# Inputs that once crashed a target (fuzz/regressions/TARGET/) run first.
 set -Eeuo pipefail
 cd "$(dirname "$0")"
 secs="${FUZZ_SECONDS:-60}"
@@ -23,6 +24,11 @@ cargo fuzz build -s none
 targets=$(cargo fuzz list)
 test "$(echo "$targets" | wc -l)" -ge 4
 for t in $targets; do
+  # Every input that once crashed this target runs once more.
+  if [ -d "regressions/$t" ]; then
+    echo "--- $t: past crashes"
+    cargo fuzz run -s none "$t" regressions/"$t"/* -- -timeout=10 -rss_limit_mb=2048
+  fi
   echo "--- $t: ${secs}s"
   mkdir -p "corpus/$t"
   log="target/fuzz-$t.log"

@@ -43,17 +43,34 @@ proptest! {
     }
 }
 
-/// The committed seeds of a fuzz target (`fuzz/seeds/TARGET/`).
-fn seeds(target: &str) -> Vec<Vec<u8>> {
+/// The committed inputs of a fuzz target under `fuzz/KIND/TARGET/`.
+fn inputs(kind: &str, target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds")
+        .join("../fuzz")
+        .join(kind)
         .join(target);
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         out.push(std::fs::read(e.unwrap().path()).unwrap());
     }
-    assert!(!out.is_empty(), "no seeds in {}", dir.display());
+    assert!(!out.is_empty(), "no inputs in {}", dir.display());
     out
+}
+
+/// The committed seeds of a fuzz target (`fuzz/seeds/TARGET/`).
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    inputs("seeds", target)
+}
+
+/// The protocol-config mode of the config target (its TOML and
+/// environment mode needs mpreg-tokio, which this crate cannot depend on).
+fn check_config_input(s: &[u8]) {
+    if let Some((&mode, rest)) = s.split_first()
+        && mode % 3 == 1
+        && let Ok(c) = harness::tweaked_config(&mut Unstructured::new(rest))
+    {
+        harness::check_config(&c);
+    }
 }
 
 #[test]
@@ -67,14 +84,20 @@ fn the_committed_seeds_pass() {
     for s in seeds("frame_decode") {
         let _ = mpreg_proto::wire::decode(&s, 1 << 20, None);
     }
-    // The config target's protocol-config mode (the TOML and environment
-    // mode needs mpreg-tokio, which this crate cannot depend on).
     for s in seeds("config") {
-        if let Some((&mode, rest)) = s.split_first()
-            && mode % 3 == 1
-            && let Ok(c) = harness::tweaked_config(&mut Unstructured::new(rest))
-        {
-            harness::check_config(&c);
-        }
+        check_config_input(&s);
+    }
+}
+
+/// Every input that once crashed a target (`fuzz/regressions/TARGET/`, kept
+/// as libFuzzer saved it) now passes. `fuzz/run-ci.sh` replays them all
+/// through the targets themselves, TOML and environment mode included.
+#[test]
+fn past_crashes_stay_fixed() {
+    for s in inputs("regressions", "node_inputs") {
+        let _ = harness::Single::run(&mut Unstructured::new(&s));
+    }
+    for s in inputs("regressions", "config") {
+        check_config_input(&s);
     }
 }
