@@ -1095,8 +1095,13 @@ impl Single {
             );
             assert_eq!(before, after, "a rejected frame changed the node");
             // A call beyond the sender's rate is answered Overloaded (one
-            // frame); any other rejected frame sends nothing.
-            let answers = usize::from(matches!(e, FrameError::RateLimited));
+            // frame, after a Hello if the node never spoke to the sender);
+            // any other rejected frame sends nothing.
+            let answers = if matches!(e, FrameError::RateLimited) {
+                2
+            } else {
+                0
+            };
             let sent = self.node.queued_transmits().saturating_sub(out);
             assert!(sent <= answers, "a rejected frame ({e}) sent {sent} frames");
         }
