@@ -15,6 +15,7 @@ use crate::wire::MemberRecord;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A member's liveness, in merge order.
@@ -49,6 +50,15 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    fn of(rec: &MemberRecord, since_s: u32) -> Member {
+        Member {
+            addr: rec.addr.clone(),
+            incarnation: rec.incarnation,
+            state: rec.state,
+            since_s,
+        }
+    }
+
     pub(crate) fn since(&self) -> Time {
         Time::from_secs(u64::from(self.since_s))
     }
@@ -158,27 +168,33 @@ impl MemberTable {
         } else {
             Vec::new()
         };
-        let Some(cur) = self.map.get(&rec.id) else {
-            self.insert(rec, accusers, since_s);
-            return Merge::New;
+        let cur = match self.map.entry(rec.id) {
+            Entry::Vacant(v) => {
+                v.insert(Member::of(rec, since_s));
+                self.index(rec, accusers);
+                return Merge::New;
+            }
+            Entry::Occupied(o) => o.into_mut(),
         };
         let old_state = cur.state;
         let old_incarnation = cur.incarnation;
+        // The side tables are read field by field: `cur` borrows the map.
+        let cur_accusers = self.accusers.get(&rec.id).map_or(&[][..], Vec::as_slice);
         match (rec.incarnation, rec.state).cmp(&version(cur)) {
             Ordering::Less => return Merge::Unchanged,
             Ordering::Greater => {}
             Ordering::Equal => {
-                let cur_name = self.name(&rec.id);
+                let cur_name = self.names.get(&rec.id).map_or("", |n| n.as_str());
                 if rec.state == MemberState::Suspect {
                     accusers = normalize(
                         accusers
                             .into_iter()
-                            .chain(self.accusers(&rec.id).iter().copied())
+                            .chain(cur_accusers.iter().copied())
                             .collect(),
                         cap,
                     );
                 }
-                let same_accusers = accusers.as_slice() == self.accusers(&rec.id);
+                let same_accusers = accusers.as_slice() == cur_accusers;
                 // Tie-break between equal versions: the smaller (addr, name).
                 let tie =
                     (rec.addr.as_str(), rec.name.as_str()).cmp(&(cur.addr.as_str(), cur_name));
@@ -195,26 +211,19 @@ impl MemberTable {
                 }
             }
         }
-        if cur.state.is_live() {
+        if old_state.is_live() {
             self.live -= 1;
         }
-        self.insert(rec, accusers, since_s);
+        *cur = Member::of(rec, since_s);
+        self.index(rec, accusers);
         Merge::Changed {
             old_state,
             old_incarnation,
         }
     }
 
-    fn insert(&mut self, rec: &MemberRecord, accusers: Vec<NodeId>, since_s: u32) {
-        self.map.insert(
-            rec.id,
-            Member {
-                addr: rec.addr.clone(),
-                incarnation: rec.incarnation,
-                state: rec.state,
-                since_s,
-            },
-        );
+    /// Brings the side tables in line with a record just stored.
+    fn index(&mut self, rec: &MemberRecord, accusers: Vec<NodeId>) {
         if rec.state.is_live() {
             self.live += 1;
             self.gone.remove(&rec.id);

@@ -13,7 +13,7 @@
 use super::Node;
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
-use crate::members::MemberState;
+use crate::members::{MemberState, Merge};
 use crate::metrics::Limit;
 use crate::time::Time;
 use crate::timers::Timer;
@@ -363,30 +363,21 @@ impl Node {
     /// Applies an update; returns whether it changed the replicated state.
     pub(super) fn apply_update(&mut self, now: Time, u: &Update) -> Applied {
         let changed = match u {
-            Update::Member(r) => {
-                let before = self
-                    .members
-                    .get(&r.id)
-                    .map(|m| (m.incarnation, m.state, self.members.accusers(&r.id).len()));
-                if !self.apply_member(now, r) {
-                    Applied::Nothing
-                } else {
-                    // A suspicion that only gained accusers is kept, not
-                    // relayed: confirmations matter to the accusers, which
-                    // tell each other directly; everyone else needs only
-                    // the first Suspect and the verdict. Anti-entropy
-                    // reconciles the exact sets.
-                    let after = self.members.get(&r.id).map(|m| (m.incarnation, m.state));
-                    match (before, after) {
-                        (Some((i0, MemberState::Suspect, _)), Some((i1, MemberState::Suspect)))
-                            if i0 == i1 =>
-                        {
-                            Applied::Quiet
-                        }
-                        _ => Applied::News,
-                    }
+            Update::Member(r) => match self.merge_member(now, r) {
+                None | Some(Merge::Unchanged) => Applied::Nothing,
+                // A suspicion that only gained accusers is kept, not
+                // relayed: confirmations matter to the accusers, which tell
+                // each other directly; everyone else needs only the first
+                // Suspect and the verdict. Anti-entropy reconciles the
+                // exact sets.
+                Some(Merge::Changed {
+                    old_state: MemberState::Suspect,
+                    old_incarnation,
+                }) if r.state == MemberState::Suspect && r.incarnation == old_incarnation => {
+                    Applied::Quiet
                 }
-            }
+                Some(_) => Applied::News,
+            },
             Update::Catalog(d) => {
                 if self.apply_catalog(now, d) {
                     Applied::News

@@ -428,12 +428,12 @@ impl Node {
             self.on_self_record(now, rec);
             return None;
         }
-        if !self.members.contains(&rec.id) && self.members.len() >= self.cfg.limits.max_members {
+        let id = rec.id;
+        let old_leaf = self.leaf(&id);
+        if old_leaf.is_none() && self.members.len() >= self.cfg.limits.max_members {
             self.limit_hit(crate::metrics::Limit::Members);
             return None;
         }
-        let id = rec.id;
-        let old_leaf = self.leaf(&id);
         let cap = self.cfg.membership.suspicion_confirmations as usize + 1;
         let merge = self.members.merge(rec, cap, now);
         if merge == Merge::Unchanged {
