@@ -87,6 +87,15 @@ fn record(id: NodeId, addr: &Addr, incarnation: u64, state: MemberState) -> Memb
 
 /// node_inputs: a record of the node itself at incarnation `u64::MAX`
 /// (gossiped or imported) overflowed the refutation's `incarnation + 1`.
+/// Member `i` (at `sim://i`) says Hello and joins through the node.
+fn join(n: &mut Node, i: u128) -> (NodeId, Addr) {
+    let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
+    let join = Message::Join(record(id, &at, 1, MemberState::Alive));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    (id, at)
+}
+
 #[test]
 fn a_record_of_the_node_at_the_top_incarnation_is_refuted_without_overflow() {
     let mut n = node(1);
@@ -119,10 +128,7 @@ fn only_live_members_enter_the_active_view() {
     cfg.limits.max_members = 2;
     let mut n = node_with(cfg, 1);
     for i in [2u128, 3] {
-        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
-        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        join(&mut n, i);
     }
     assert_eq!(n.members().count(), 2);
     assert_eq!(n.active_view(), vec![NodeId::from_u128(2)]);
@@ -134,10 +140,7 @@ fn only_live_members_enter_the_active_view() {
 #[test]
 fn an_imported_departure_leaves_the_active_view() {
     let mut n = node(1);
-    let (id, at) = (NodeId::from_u128(5), Addr::new("sim://5"));
-    let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    let (id, at) = join(&mut n, 5);
     assert_eq!(n.active_view(), vec![id]);
     let left = record(id, &at, 2, MemberState::Left);
     n.import(Time::ZERO, &[wire::Update::Member(left)]);
@@ -340,10 +343,7 @@ fn a_huge_shuffle_size_neither_overflows_nor_over_allocates() {
     cfg.overlay.shuffle_size = usize::MAX;
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
-    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
-    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    let (peer, at) = join(&mut n, 2);
     let _ = transmits(&mut n);
     assert_eq!(n.active_view(), vec![peer]);
     let sample = (3..8u128)
@@ -376,10 +376,7 @@ fn a_zero_passive_view_stays_empty() {
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
     for i in [2u128, 3, 4] {
-        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
-        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        join(&mut n, i);
     }
     let _ = transmits(&mut n);
     run_timers(&mut n, Time::ZERO, 30);
@@ -411,10 +408,7 @@ fn periods_below_the_clocks_resolution_are_refused() {
     m.probe_timeout_max = Duration::from_micros(1);
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
-    let (peer, at) = (NodeId::from_u128(2), Addr::new("sim://2"));
-    let join = Message::Join(record(peer, &at, 1, MemberState::Alive));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(peer, &at, 1)));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+    join(&mut n, 2);
     run_timers(&mut n, Time::ZERO, 1);
 }
 
@@ -438,10 +432,7 @@ fn huge_active_view_extra_and_slack_saturate() {
         );
         let mut n = node_with(cfg, 1);
         for i in [2u128, 3] {
-            let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
-            let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-            let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-            let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+            join(&mut n, i);
         }
         assert_eq!(n.active_view().len(), 2);
         run_timers(&mut n, Time::ZERO, 5);
@@ -459,10 +450,7 @@ fn huge_indirect_probes_ask_at_most_every_member() {
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
     for i in [2u128, 3, 4] {
-        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
-        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        join(&mut n, i);
     }
     // Nobody answers: probes time out and go indirect.
     run_timers(&mut n, Time::ZERO, 10);
@@ -494,10 +482,7 @@ fn sessions_stay_within_the_cap_when_active_peers_fill_it() {
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
     for i in [2u128, 3] {
-        let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
-        let join = Message::Join(record(id, &at, 1, MemberState::Alive));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
-        let _ = n.handle_frame(Time::ZERO, &at, &frame(&join));
+        join(&mut n, i);
     }
     assert_eq!(n.active_view().len(), 2);
     assert_eq!(n.session_count(), 2);
