@@ -178,12 +178,13 @@ impl MemberTable {
         };
         let old_state = cur.state;
         let old_incarnation = cur.incarnation;
-        // The side tables are read field by field: `cur` borrows the map.
-        let cur_accusers = self.accusers.get(&rec.id).map_or(&[][..], Vec::as_slice);
         match (rec.incarnation, rec.state).cmp(&version(cur)) {
             Ordering::Less => return Merge::Unchanged,
             Ordering::Greater => {}
             Ordering::Equal => {
+                // The side tables are read field by field: `cur` borrows
+                // the map.
+                let cur_accusers = self.accusers.get(&rec.id).map_or(&[][..], Vec::as_slice);
                 let cur_name = self.names.get(&rec.id).map_or("", |n| n.as_str());
                 if rec.state == MemberState::Suspect {
                     accusers = normalize(
