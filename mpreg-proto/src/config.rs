@@ -34,6 +34,10 @@ pub struct Config {
     pub calls: CallConfig,
     /// Bridges to other clusters and the policy for them.
     pub federation: FederationConfig,
+    /// Connections: dialling, backoff, idle close, caps.
+    pub connections: ConnectionConfig,
+    /// The phases of a graceful leave.
+    pub leave: LeaveConfig,
     /// Caps on everything an input can grow.
     pub limits: Limits,
 }
@@ -244,6 +248,57 @@ pub struct CallConfig {
     pub resend_backoff: Duration,
 }
 
+/// Connections, which the core owns: the runtime opens one when told
+/// ([`Order::Dial`](crate::Order::Dial)), reports what it accepted, and
+/// closes one when told.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ConnectionConfig {
+    /// A connection this node does not keep (outside its active view, ring
+    /// and bridges) is closed after this long without traffic. A duplicate
+    /// connection (the loser of a simultaneous dial) is closed once it has
+    /// been quiet for the shorter of this and a probe period. Default 10 s.
+    pub idle_timeout: Duration,
+    /// The same for client connections. Default 1 h.
+    pub client_idle_timeout: Duration,
+    /// A dial that has not connected by then has failed. Default 5 s.
+    pub dial_timeout: Duration,
+    /// A close that has not finished by then is turned into an abort.
+    /// Default 5 s.
+    pub close_timeout: Duration,
+    /// After a failed dial, frames to that address wait (held, not lost)
+    /// before the next dial: `backoff_min × 2^(failures − 1)`, capped at
+    /// `backoff_max`, each with equal jitter (a random half of it). The
+    /// wait never delays failure detection: probes time out on their own
+    /// timers and go indirect through other members. Default 100 ms.
+    pub backoff_min: Duration,
+    /// Cap of the dial backoff. Default 2 s.
+    pub backoff_max: Duration,
+    /// Connections open or opening at once; more accepted ones are closed
+    /// at once, and a dial beyond it first closes the quietest connection
+    /// this node does not keep. Default 4,096.
+    pub max_connections: usize,
+    /// Bytes held for one address while its connection opens or its dial
+    /// backs off; beyond it the held frames are dropped and the address is
+    /// treated as unreachable. At least `limits.max_frame_size`. Default
+    /// 32 MiB.
+    pub max_held_bytes: usize,
+}
+
+/// A graceful leave, in three phases: **drain** — functions withdrawn, new
+/// calls refused with an answer saying they did not run, running handlers
+/// given up to `grace` to finish (the rest are cancelled and answered);
+/// **flush** — `Left` announced, every connection closed once its queue is
+/// written, for up to `flush_timeout`; then [`Order::Stop`](crate::Order::Stop).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LeaveConfig {
+    /// How long running handlers may finish. Default 5 s.
+    pub grace: Duration,
+    /// How long connections may take to flush and close. Default 2 s.
+    pub flush_timeout: Duration,
+}
+
 /// Caps on state an input can grow. Hitting one is counted in
 /// [`Metrics::limits_hit`](crate::Metrics) — never a panic.
 #[derive(Clone, Debug, PartialEq)]
@@ -271,8 +326,6 @@ pub struct Limits {
     /// Bytes of remembered outcomes; beyond it the oldest are forgotten.
     /// Default 64 MiB.
     pub max_dedup_bytes: usize,
-    /// Peers with per-address protocol state. Default 65,536.
-    pub max_sessions: usize,
     /// Announced-but-missing updates awaiting a graft. Default 65,536.
     pub max_missing_updates: usize,
     /// Frames waiting in `poll_transmit`. Default 1,000,000.
@@ -299,6 +352,8 @@ impl Default for Config {
             dissemination: DisseminationConfig::default(),
             calls: CallConfig::default(),
             federation: FederationConfig::default(),
+            connections: ConnectionConfig::default(),
+            leave: LeaveConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -364,6 +419,30 @@ impl Default for CallConfig {
     }
 }
 
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            idle_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(3600),
+            dial_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            max_connections: 4_096,
+            max_held_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Default for LeaveConfig {
+    fn default() -> Self {
+        LeaveConfig {
+            grace: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -375,7 +454,6 @@ impl Default for Limits {
             max_invocations: 4_096,
             max_dedup_entries: 65_536,
             max_dedup_bytes: 64 << 20,
-            max_sessions: 65_536,
             max_missing_updates: 65_536,
             max_queued_transmits: 1_000_000,
             max_pending_announcements: 65_536,
@@ -425,14 +503,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
     /// Every duration with its key.
-    fn durations(&self) -> [(&'static str, Duration); 17] {
+    fn durations(&self) -> [(&'static str, Duration); 25] {
         let (m, o, d, c) = (
             &self.membership,
             &self.overlay,
             &self.dissemination,
             &self.calls,
         );
+        let (n, l) = (&self.connections, &self.leave);
         [
+            ("connections.idle_timeout", n.idle_timeout),
+            ("connections.client_idle_timeout", n.client_idle_timeout),
+            ("connections.dial_timeout", n.dial_timeout),
+            ("connections.close_timeout", n.close_timeout),
+            ("connections.backoff_min", n.backoff_min),
+            ("connections.backoff_max", n.backoff_max),
+            ("leave.grace", l.grace),
+            ("leave.flush_timeout", l.flush_timeout),
             ("membership.probe_period", m.probe_period),
             ("membership.probe_timeout_min", m.probe_timeout_min),
             ("membership.probe_timeout_max", m.probe_timeout_max),
@@ -478,6 +565,15 @@ impl Config {
             ),
             ("calls.default_timeout", self.calls.default_timeout),
             ("calls.resend_backoff", self.calls.resend_backoff),
+            ("connections.idle_timeout", self.connections.idle_timeout),
+            (
+                "connections.client_idle_timeout",
+                self.connections.client_idle_timeout,
+            ),
+            ("connections.dial_timeout", self.connections.dial_timeout),
+            ("connections.close_timeout", self.connections.close_timeout),
+            ("connections.backoff_min", self.connections.backoff_min),
+            ("leave.flush_timeout", self.leave.flush_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(key));
@@ -511,6 +607,26 @@ impl Config {
             "dissemination.graft_timeout",
             self.dissemination.graft_timeout,
         )?;
+        order(
+            "connections.backoff_min",
+            self.connections.backoff_min,
+            "connections.backoff_max",
+            self.connections.backoff_max,
+        )?;
+        if self.connections.max_connections < 2 {
+            return Err(range(
+                "connections.max_connections",
+                self.connections.max_connections,
+                "must be at least 2",
+            ));
+        }
+        if self.connections.max_held_bytes < self.limits.max_frame_size {
+            return Err(range(
+                "connections.max_held_bytes",
+                self.connections.max_held_bytes,
+                "must be at least limits.max_frame_size",
+            ));
+        }
         order(
             "calls.default_timeout",
             self.calls.default_timeout,
@@ -596,7 +712,6 @@ impl Config {
             ("limits.max_invocations", l.max_invocations),
             ("limits.max_dedup_entries", l.max_dedup_entries),
             ("limits.max_dedup_bytes", l.max_dedup_bytes),
-            ("limits.max_sessions", l.max_sessions),
             ("limits.max_missing_updates", l.max_missing_updates),
             ("limits.max_queued_transmits", l.max_queued_transmits),
             (
@@ -698,7 +813,10 @@ impl Config {
     /// it Dead: the crashed peer is probed at most one probe period after it
     /// was last heard from; the direct probe and the indirect probes time
     /// out; the suspicion runs its longest course (no confirmations); the
-    /// Dead verdict is broadcast.
+    /// Dead verdict is broadcast. Connection handling adds nothing: a dial
+    /// backoff holds frames to the crashed peer, but the probe and
+    /// indirect-probe timeouts run on their own timers, and the indirect
+    /// probes and the verdict travel over other members' connections.
     pub fn detection_bound(&self, n: usize) -> Duration {
         let m = &self.membership;
         m.probe_period

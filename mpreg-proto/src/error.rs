@@ -87,6 +87,10 @@ pub enum FrameError {
     /// The node has left the cluster and ignores member traffic.
     #[error("the node has left")]
     Left,
+    /// No such connection: the runtime reported it closed already, or
+    /// never reported it opened.
+    #[error("unknown connection")]
+    UnknownConnection,
 }
 
 /// Why [`Node::register`](crate::Node::register) refused a function. Nothing

@@ -1,4 +1,5 @@
-//! What the node tells its runtime and application.
+//! What the node tells its runtime ([`Order`]s) and its application
+//! ([`Event`]s).
 
 use crate::error::CallError;
 use crate::id::{Addr, CallId, InvocationId, NodeId};
@@ -8,12 +9,33 @@ use compact_str::CompactString;
 use semver::Version;
 use std::time::Duration;
 
-/// A frame to send.
+/// A connection's id, chosen by the runtime when it opens one (dialled or
+/// accepted) and unique among the node's connections until it reports it
+/// closed. The core keys its connection table by it.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ConnId(pub u64);
+
+/// How a connection ended, as the runtime saw it.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Closed {
+    /// A clean close (ordered by this node, or by the peer's close
+    /// handshake) with nothing left unsent: no frame was lost.
+    Clean,
+    /// The peer closed cleanly, so everything it sent arrived, but frames
+    /// queued here were never written (so they did not arrive either).
+    Unsent,
+    /// The connection broke: frames in either direction may be lost.
+    Lost,
+}
+
+/// A frame to send on an open connection.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[must_use]
 pub struct Transmit {
-    /// Destination address.
-    pub to: Addr,
+    /// The connection.
+    pub conn: ConnId,
     /// The encoded frame.
     pub frame: Bytes,
     /// Queue priority on the connection.
@@ -32,8 +54,39 @@ pub enum TrafficClass {
     Call,
 }
 
-/// A handler to run: the runtime runs it and feeds the result to
-/// [`Node::complete_invocation`](crate::Node::complete_invocation).
+/// An order to the runtime. Carry them out in the order they come: a
+/// `Close` follows the `Send`s queued before it on that connection.
+#[derive(Clone, PartialEq, Debug)]
+#[must_use]
+pub enum Order {
+    /// Open a connection to this address; report the outcome with
+    /// [`Node::handle_dialed`](crate::Node::handle_dialed) or
+    /// [`Node::handle_dial_failed`](crate::Node::handle_dial_failed). The
+    /// core gives up on it after `connections.dial_timeout` by itself, so a
+    /// late success is only an extra connection.
+    Dial(Addr),
+    /// Queue a frame on a connection.
+    Send(Transmit),
+    /// Close a connection once everything queued on it is written, then
+    /// report it with [`Node::handle_closed`](crate::Node::handle_closed).
+    Close(ConnId),
+    /// Drop a connection now, queued frames and all (a close that did not
+    /// finish in time), and report it closed.
+    Abort(ConnId),
+    /// Run a handler; hand its result to
+    /// [`Node::complete_invocation`](crate::Node::complete_invocation).
+    Invoke(Invocation),
+    /// Stop a running handler if you can: its call was cancelled or its
+    /// budget ran out, and the core has answered for it already (a late
+    /// result is ignored).
+    Cancel(InvocationId),
+    /// The node has left and every connection is closed (or given up on):
+    /// drop whatever remains and stop driving it.
+    Stop,
+}
+
+/// A handler to run ([`Order::Invoke`]): the runtime runs it and feeds the
+/// result to [`Node::complete_invocation`](crate::Node::complete_invocation).
 #[derive(Clone, PartialEq, Debug)]
 pub struct Invocation {
     /// Hand this back with the result.
@@ -50,7 +103,8 @@ pub struct Invocation {
     pub budget: Duration,
 }
 
-/// Something that happened, in order.
+/// News for the application, in the order it happened: membership, the
+/// catalog, the outcome of this node's calls, limits hit.
 #[derive(Clone, PartialEq, Debug)]
 #[must_use]
 pub enum Event {
@@ -94,11 +148,6 @@ pub enum Event {
         /// Version.
         version: Version,
     },
-    /// Run a handler.
-    Invoke(Invocation),
-    /// The caller no longer waits for this invocation: the runtime may stop
-    /// it; its result will be dropped.
-    InvocationCancelled(InvocationId),
     /// A call this node made finished.
     CallDone {
         /// Which call.
@@ -106,11 +155,6 @@ pub enum Event {
         /// Its outcome.
         result: Result<Bytes, CallError>,
     },
-    /// Keep a connection to this address open (it joined the active view).
-    Connect(Addr),
-    /// The connection to this address is no longer needed (it left the
-    /// active view); close it once its queue is flushed.
-    Disconnect(Addr),
     /// A configured limit was hit for the first time (later hits are only
     /// counted in [`Metrics`](crate::Metrics)).
     LimitHit(Limit),

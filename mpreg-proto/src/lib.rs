@@ -133,10 +133,10 @@ pub use config::{
     MembershipConfig, OverlayConfig, Policy,
 };
 pub use error::{CallError, FrameError, InvocationError, RegisterError};
-pub use event::{Event, Invocation, TrafficClass, Transmit};
+pub use event::{Closed, ConnId, Event, Invocation, Order, TrafficClass, Transmit};
 pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId};
 pub use members::MemberState;
 pub use metrics::{Limit, Metrics, PerKind, RejectReason};
-pub use node::{Call, Identity, MemberView, Node, PeerHello, Received, Status};
+pub use node::{Call, ConnView, Identity, MemberView, Node, Status};
 pub use time::Time;
 pub use wire::Role;

@@ -54,7 +54,12 @@ pub enum Limit {
     /// Remembered call outcomes reached `max_dedup_bytes`: the oldest were
     /// forgotten early.
     DedupBytes,
-    Sessions,
+    /// `connections.max_connections` reached: an accepted connection was
+    /// refused, or a quiet one closed to make room for a dial.
+    Connections,
+    /// Frames held for an opening connection reached
+    /// `connections.max_held_bytes`.
+    HeldBytes,
     MissingUpdates,
     QueuedTransmits,
     /// A peer sent faster than `peer_frames_per_sec` (beyond the burst).
@@ -69,7 +74,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 15] = [
         Limit::FrameSize,
         Limit::Members,
         Limit::FunctionsPerNode,
@@ -78,7 +83,8 @@ impl Limit {
         Limit::Invocations,
         Limit::DedupEntries,
         Limit::DedupBytes,
-        Limit::Sessions,
+        Limit::Connections,
+        Limit::HeldBytes,
         Limit::MissingUpdates,
         Limit::QueuedTransmits,
         Limit::PeerRate,
@@ -175,8 +181,22 @@ pub struct Metrics {
     pub invocations: u64,
     /// Duplicate call requests answered from memory instead of re-running.
     pub invocations_deduplicated: u64,
-    /// Connections the runtime reported opened.
+    /// Dials ordered.
+    pub dials: u64,
+    /// Dials that failed or timed out.
+    pub dial_failures: u64,
+    /// Connections opened (dialled or accepted).
     pub connections_opened: u64,
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Accepted connections refused (at the cap, or leaving).
+    pub connections_refused: u64,
+    /// Connections closed for being idle (duplicates included).
+    pub connections_idle_closed: u64,
+    /// Connections that broke (closed with frames lost).
+    pub connections_lost: u64,
+    /// Handlers cancelled because their call's budget ran out.
+    pub invocations_timed_out: u64,
 }
 
 impl Metrics {

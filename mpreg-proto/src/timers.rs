@@ -3,7 +3,7 @@
 //! The node reports the earliest one through `poll_timeout`, and an early
 //! `handle_timeout` finds nothing due and does nothing.
 
-use crate::id::{CallId, NodeId};
+use crate::id::{CallId, InvocationId, NodeId};
 use crate::time::Time;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,14 @@ pub(crate) enum Timer {
     Dedup(CallId),
     /// A call whose connection broke is sent again.
     Resend(CallId),
+    /// A dial timed out, or a dial backoff ended.
+    Dial,
+    /// Idle connections close; slow closes are aborted.
+    Idle,
+    /// The next phase of a graceful leave.
+    Leave,
+    /// A handler outlived its call's budget.
+    Budget(InvocationId),
 }
 
 #[derive(Clone, Debug, Default)]

@@ -114,13 +114,13 @@ fn phase(name: &str, sim: &Sim, wall: &Instant) {
         eprintln!("  originated {o} relayed {r} suspicions {su} deaths {d} dups {dup}");
         let (mut ses, mut tim, mut q, mut pend) = (0usize, 0usize, 0usize, 0usize);
         for n in sim.up_nodes().iter().filter_map(|i| sim.node(*i)) {
-            ses += n.session_count();
+            ses += n.connection_count();
             tim += n.timer_count();
-            q += n.queued_transmits();
+            q += n.queued_orders();
             pend += n.pending_calls();
         }
         eprintln!(
-            "  sessions {ses} timers {tim} queued {q} pending {pend} sim {:?}",
+            "  connections {ses} timers {tim} queued {q} pending {pend} sim {:?}",
             sim.debug_sizes()
         );
         eprintln!(

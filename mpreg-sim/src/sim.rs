@@ -6,13 +6,13 @@
 use crate::net::{Link, LinkModel, NetConfig};
 use bytes::Bytes;
 use mpreg_proto::{
-    Addr, Call, CallError, CallId, Config, Event, FunctionSpec, Identity, Invocation, InvocationId,
-    Node, NodeId, Time, Transmit,
+    Addr, Call, CallError, CallId, Closed, Config, ConnId, Event, FunctionSpec, Identity,
+    Invocation, InvocationId, Node, NodeId, Order, Time, Transmit,
 };
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -119,7 +119,8 @@ pub struct SimNode {
     seeds: Vec<Addr>,
     armed: Option<Time>,
     timer_gen: u64,
-    keep: BTreeSet<u32>,
+    /// The next connection id this node's "runtime" hands out.
+    next_conn: u64,
     /// Crashed without a trace (host silent) rather than killed.
     silent: bool,
 }
@@ -133,29 +134,43 @@ impl std::fmt::Debug for SimNode {
     }
 }
 
+/// What travels in one direction of a connection, in order.
+#[derive(Debug)]
+enum Piece {
+    Frame(Bytes),
+    /// The sender's close: after everything it sent before.
+    Close,
+}
+
 #[derive(Debug, Default)]
 struct Dir {
     last_delivery: Time,
     busy_until: Time,
-    /// Frames held back (connecting, or stalled by a partition).
-    held: VecDeque<Bytes>,
+    /// Pieces held back (stalled by a partition, or the receiver gone).
+    held: VecDeque<Piece>,
     stalled_since: Option<Time>,
 }
 
+/// One connection: `ends[0]` dialled `ends[1]`. Each end has the id its
+/// node's runtime (this simulator) gave it.
 #[derive(Debug)]
 struct Conn {
+    ends: [(u32, ConnId); 2],
     open: bool,
     epoch: u64,
-    /// `[low → high, high → low]`.
+    /// `[dialler → acceptor, acceptor → dialler]`.
     dir: [Dir; 2],
-    last_activity: Time,
+    /// Which ends have been told the connection closed.
+    told: [bool; 2],
+    /// The dialled address (reported back to the dialler).
+    addr: Addr,
 }
 
 enum Ev {
     Deliver {
-        from: u32,
-        to: u32,
-        frame: Bytes,
+        conn: u64,
+        d: usize,
+        piece: Piece,
         epoch: u64,
     },
     Send {
@@ -167,15 +182,16 @@ enum Ev {
         epoch: u64,
     },
     ConnReady {
-        pair: (u32, u32),
+        conn: u64,
         epoch: u64,
     },
     DialFailed {
-        pair: (u32, u32),
-        epoch: u64,
+        node: u32,
+        incarnation: u64,
+        addr: Addr,
     },
     StallCheck {
-        pair: (u32, u32),
+        conn: u64,
         epoch: u64,
     },
     InvokeDone {
@@ -184,7 +200,6 @@ enum Ev {
         inv: InvocationId,
         result: Result<Bytes, String>,
     },
-    IdleSweep,
 }
 
 struct Item {
@@ -222,7 +237,10 @@ pub struct Sim {
     by_id: HashMap<NodeId, u32>,
     zone_links: BTreeMap<(u16, u16), Link>,
     groups: Option<Vec<u16>>,
-    conns: BTreeMap<(u32, u32), Conn>,
+    conns: BTreeMap<u64, Conn>,
+    /// Each node's connection ids.
+    ends: HashMap<(u32, ConnId), u64>,
+    next_conn: u64,
     queue: BinaryHeap<Reverse<Item>>,
     seq: u64,
     handler: Handler,
@@ -248,10 +266,6 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-fn pair(a: u32, b: u32) -> ((u32, u32), usize) {
-    if a < b { ((a, b), 0) } else { ((b, a), 1) }
-}
-
 /// Derives independent seeds from one.
 pub fn derive_seed(seed: u64, stream: u64) -> u64 {
     let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -263,7 +277,7 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 impl Sim {
     /// A simulator with no nodes; `seed` determines everything.
     pub fn new(seed: u64) -> Sim {
-        let mut sim = Sim {
+        let sim = Sim {
             now: Time::ZERO,
             seed,
             rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, u64::MAX)),
@@ -274,6 +288,8 @@ impl Sim {
             zone_links: BTreeMap::new(),
             groups: None,
             conns: BTreeMap::new(),
+            ends: HashMap::new(),
+            next_conn: 0,
             queue: BinaryHeap::new(),
             seq: 0,
             handler: Box::new(|_, inv| (Duration::ZERO, Ok(inv.args.clone()))),
@@ -284,8 +300,6 @@ impl Sim {
             tally: Tally::default(),
             processed: 0,
         };
-        let sweep = sim.net.idle_timeout / 2;
-        sim.schedule(Time::ZERO + sweep, Ev::IdleSweep);
         sim
     }
 
@@ -381,7 +395,7 @@ impl Sim {
             seeds: Vec::new(),
             armed: None,
             timer_gen: 0,
-            keep: BTreeSet::new(),
+            next_conn: 0,
             silent: false,
         });
         self.drain(i as u32);
@@ -481,8 +495,9 @@ impl Sim {
             .unwrap_or(Err(CallError::Rejected("node is down".into())))
     }
 
-    /// Node `i` leaves gracefully (it keeps running to deliver its goodbye,
-    /// then stops when [`crash`](Sim::crash)ed or left alone).
+    /// Node `i` leaves gracefully, as every runtime does: it drains, says
+    /// it left, closes its connections and stops (its process exits) when
+    /// the core orders it.
     pub fn leave(&mut self, i: usize) {
         self.with_node(i, |n, now| n.leave(now));
     }
@@ -492,7 +507,6 @@ impl Sim {
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].node = None;
         self.nodes[i].silent = true;
-        self.nodes[i].keep.clear();
     }
 
     /// Node `i`'s process is killed: its host resets every connection at
@@ -500,16 +514,19 @@ impl Sim {
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node = None;
         self.nodes[i].silent = false;
-        self.nodes[i].keep.clear();
-        let me = i as u32;
-        let pairs: Vec<(u32, u32)> = self
+        self.break_all(i as u32);
+    }
+
+    /// Breaks every connection with an end at node `i`.
+    fn break_all(&mut self, i: u32) {
+        let mine: Vec<u64> = self
             .conns
-            .keys()
-            .filter(|(a, b)| *a == me || *b == me)
-            .copied()
+            .iter()
+            .filter(|(_, c)| c.ends.iter().any(|e| e.0 == i))
+            .map(|(g, _)| *g)
             .collect();
-        for p in pairs {
-            self.break_conn(p);
+        for g in mine {
+            self.break_conn(g);
         }
     }
 
@@ -538,6 +555,8 @@ impl Sim {
         n.node = Some(node);
         n.silent = false;
         let seeds = n.seeds.clone();
+        // The old process's connections are reset by the host.
+        self.break_all(i as u32);
         self.drain(i as u32);
         if !seeds.is_empty() {
             self.with_node(i, |n, now| n.join(now, seeds));
@@ -559,17 +578,17 @@ impl Sim {
     /// Ends the partition: stalled connections resume in order.
     pub fn heal(&mut self) {
         self.groups = None;
-        let stalled: Vec<((u32, u32), usize)> = self
+        let stalled: Vec<(u64, usize)> = self
             .conns
             .iter()
-            .flat_map(|(p, c)| {
+            .flat_map(|(g, c)| {
                 (0..2)
                     .filter(move |d| c.open && !c.dir[*d].held.is_empty())
-                    .map(move |d| (*p, d))
+                    .map(move |d| (*g, d))
             })
             .collect();
-        for (p, d) in stalled {
-            self.flush_held(p, d);
+        for (g, d) in stalled {
+            self.flush_held(g, d);
         }
     }
 
@@ -584,20 +603,14 @@ impl Sim {
         }
     }
 
-    /// Connections of a node that neither end keeps for its active view.
+    /// Connections of a node that its core does not keep (outside its
+    /// active view, ring and bridges).
     pub fn transient_connections(&self, i: usize) -> usize {
-        let me = i as u32;
-        self.conns
-            .keys()
-            .filter(|(a, b)| *a == me || *b == me)
-            .filter(|(a, b)| {
-                !self.nodes[*a as usize].keep.contains(b)
-                    && !self.nodes[*b as usize].keep.contains(a)
-            })
-            .count()
+        self.node(i)
+            .map_or(0, |n| n.connections().filter(|c| !c.kept).count())
     }
 
-    /// Internal sizes: connections, held frames, queued events.
+    /// Internal sizes: connections, held pieces, queued events.
     pub fn debug_sizes(&self) -> (usize, usize, usize) {
         let held = self
             .conns
@@ -607,12 +620,12 @@ impl Sim {
         (self.conns.len(), held, self.queue.len())
     }
 
-    /// Open connections of a node (dialling ones included).
+    /// Connections with an end at a node (opening ones included).
     pub fn connections(&self, i: usize) -> usize {
         let me = i as u32;
         self.conns
-            .keys()
-            .filter(|(a, b)| *a == me || *b == me)
+            .values()
+            .filter(|c| c.ends.iter().any(|e| e.0 == me))
             .count()
     }
 
@@ -663,11 +676,11 @@ impl Sim {
     fn process(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver {
-                from,
-                to,
-                frame,
+                conn,
+                d,
+                piece,
                 epoch,
-            } => self.deliver(from, to, frame, epoch),
+            } => self.deliver(conn, d, piece, epoch),
             Ev::Send { from, t } => self.route(from, t),
             Ev::Timer { node, epoch } => {
                 let n = &mut self.nodes[node as usize];
@@ -681,17 +694,17 @@ impl Sim {
                     self.drain(node);
                 }
             }
-            Ev::ConnReady { pair, epoch } => self.conn_ready(pair, epoch),
-            Ev::DialFailed { pair, epoch } => {
-                if self
-                    .conns
-                    .get(&pair)
-                    .is_some_and(|c| c.epoch == epoch && !c.open)
-                {
-                    self.break_conn(pair);
+            Ev::ConnReady { conn, epoch } => self.conn_ready(conn, epoch),
+            Ev::DialFailed {
+                node,
+                incarnation,
+                addr,
+            } => {
+                if self.nodes[node as usize].incarnation == incarnation {
+                    self.with_node(node as usize, |n, now| n.handle_dial_failed(now, &addr));
                 }
             }
-            Ev::StallCheck { pair, epoch } => self.stall_check(pair, epoch),
+            Ev::StallCheck { conn, epoch } => self.stall_check(conn, epoch),
             Ev::InvokeDone {
                 node,
                 incarnation,
@@ -705,19 +718,19 @@ impl Sim {
                     });
                 }
             }
-            Ev::IdleSweep => self.idle_sweep(),
         }
     }
 
-    /// Routes a node's outputs and re-arms its timer.
+    /// Carries out a node's orders, routes its events and re-arms its
+    /// timer: the run loop of every runtime.
     fn drain(&mut self, i: u32) {
         let idx = i as usize;
         loop {
             let Some(core) = self.nodes[idx].node.as_mut() else {
                 return;
             };
-            if let Some(t) = core.poll_transmit() {
-                self.send(i, t);
+            if let Some(o) = core.poll_order() {
+                self.on_order(i, o);
                 continue;
             }
             if let Some(e) = core.poll_event() {
@@ -741,17 +754,28 @@ impl Sim {
         }
     }
 
-    fn on_event(&mut self, i: u32, e: Event) {
+    fn on_order(&mut self, i: u32, o: Order) {
         let now = self.now;
-        match e {
-            Event::Invoke(inv) => {
+        match o {
+            Order::Send(t) => self.send(i, t),
+            Order::Dial(addr) => self.dial(i, addr),
+            Order::Close(id) => {
+                if let Some(&g) = self.ends.get(&(i, id)) {
+                    self.send_piece(g, i, Piece::Close);
+                }
+            }
+            Order::Abort(id) => {
+                if let Some(&g) = self.ends.get(&(i, id)) {
+                    self.break_conn(g);
+                }
+            }
+            Order::Invoke(inv) => {
                 self.log.invocations.push(InvocationRecord {
                     at: now,
                     node: i as usize,
                     call: inv.call,
                     function: inv.function.to_string(),
                 });
-
                 let (latency, result) = (self.handler)(i as usize, &inv);
                 let incarnation = self.nodes[i as usize].incarnation;
                 self.schedule(
@@ -764,23 +788,28 @@ impl Sim {
                     },
                 );
             }
+            // Simulated handlers cannot be stopped: the core ignores their
+            // late results.
+            Order::Cancel(_) => {}
+            Order::Stop => {
+                // The process exits; whatever is still open is reset.
+                self.nodes[i as usize].node = None;
+                self.nodes[i as usize].silent = false;
+                self.break_all(i);
+            }
+        }
+    }
+
+    fn on_event(&mut self, i: u32, e: Event) {
+        let now = self.now;
+        match e {
             Event::CallDone { call, result } => self.log.calls.push(CallRecord {
                 at: now,
                 node: i as usize,
                 call,
                 result,
             }),
-            Event::Connect(addr) => {
-                if let Some(j) = self.by_addr.get(&addr).copied() {
-                    self.nodes[i as usize].keep.insert(j);
-                }
-            }
-            Event::Disconnect(addr) => {
-                if let Some(j) = self.by_addr.get(&addr).copied() {
-                    self.nodes[i as usize].keep.remove(&j);
-                }
-            }
-            Event::InvocationCancelled(_) | Event::LimitHit(_) => {}
+            Event::LimitHit(_) => {}
             other => {
                 match &other {
                     Event::MemberDown { id } => *self.tally.down.entry(*id).or_default() += 1,
@@ -822,64 +851,16 @@ impl Sim {
         if self.nodes[from as usize].node.is_none() {
             return;
         }
+        let Some(&g) = self.ends.get(&(from, t.conn)) else {
+            return; // closed meanwhile
+        };
         self.stats.frames += 1;
         self.stats.bytes += t.frame.len() as u64;
+        let to = self.conns.get(&g).map_or(u32::MAX, |c| other_end(c, from).0);
         let mut h = std::hash::DefaultHasher::new();
-        (
-            self.stats.trace,
-            self.now,
-            from,
-            t.to.as_str(),
-            &t.frame[..],
-        )
-            .hash(&mut h);
+        (self.stats.trace, self.now, from, to, &t.frame[..]).hash(&mut h);
         self.stats.trace = h.finish();
-        let Some(to) = self.by_addr.get(&t.to).copied() else {
-            self.unknown_addr(from, t.to);
-            return;
-        };
-        if to == from {
-            return;
-        }
-        match self.net.model {
-            LinkModel::Datagram => self.send_datagram(from, to, t.frame),
-            LinkModel::Stream => self.send_stream(from, to, t.frame),
-        }
-    }
-
-    fn unknown_addr(&mut self, from: u32, addr: Addr) {
-        // Nobody listens there: the dial times out.
-        if self.net.model == LinkModel::Stream {
-            let at = self.now + self.net.connect_timeout;
-            let _ = at;
-            let now = self.now;
-            if let Some(n) = self.nodes[from as usize].node.as_mut() {
-                n.handle_unreachable(now, &addr);
-            }
-            self.drain(from);
-        }
-    }
-
-    fn send_datagram(&mut self, from: u32, to: u32, frame: Bytes) {
-        let link = self.link(from, to).clone();
-        let up = self.nodes[to as usize].node.is_some();
-        if !self.reachable(from, to)
-            || !up
-            || (link.loss > 0.0 && self.rng.random_bool(link.loss.min(1.0)))
-        {
-            self.stats.dropped += 1;
-            return;
-        }
-        let at = self.now + link.latency + self.jitter(&link);
-        self.schedule(
-            at,
-            Ev::Deliver {
-                from,
-                to,
-                frame,
-                epoch: u64::MAX,
-            },
-        );
+        self.send_piece(g, from, Piece::Frame(t.frame));
     }
 
     fn jitter(&mut self, link: &Link) -> Duration {
@@ -891,150 +872,188 @@ impl Sim {
         }
     }
 
-    fn send_stream(&mut self, from: u32, to: u32, frame: Bytes) {
-        let (p, d) = pair(from, to);
-        if !self.conns.contains_key(&p) {
-            self.dial(from, to);
-        }
-        let blocked = !self.reachable(from, to) || self.nodes[to as usize].node.is_none();
-        let Some(c) = self.conns.get_mut(&p) else {
+    /// Sends a piece from node `from` on connection `g`.
+    fn send_piece(&mut self, g: u64, from: u32, piece: Piece) {
+        let Some(c) = self.conns.get(&g) else {
             return;
         };
-        c.last_activity = self.now;
-        if !c.open || !c.dir[d].held.is_empty() || blocked {
-            c.dir[d].held.push_back(frame);
-            if c.open {
-                self.maybe_stall(p, d);
+        let d = usize::from(c.ends[0].0 != from);
+        let to = c.ends[1 - d].0;
+        let blocked = !self.reachable(from, to) || self.nodes[to as usize].node.is_none();
+        if self.net.model == LinkModel::Datagram {
+            if let Piece::Frame(_) = piece {
+                let loss = self.link(from, to).loss;
+                if blocked || (loss > 0.0 && self.rng.random_bool(loss.min(1.0))) {
+                    self.stats.dropped += 1;
+                    return;
+                }
             }
+            return self.transmit(g, d, piece);
+        }
+        let Some(c) = self.conns.get_mut(&g) else {
+            return;
+        };
+        if !c.dir[d].held.is_empty() || blocked {
+            c.dir[d].held.push_back(piece);
+            self.maybe_stall(g, d);
             return;
         }
-        self.transmit(p, d, frame);
+        self.transmit(g, d, piece);
     }
 
-    /// Puts one frame on an open connection's wire.
-    fn transmit(&mut self, p: (u32, u32), d: usize, frame: Bytes) {
-        let (from, to) = if d == 0 { p } else { (p.1, p.0) };
+    /// Puts one piece on an open connection's wire.
+    fn transmit(&mut self, g: u64, d: usize, piece: Piece) {
+        let Some(c) = self.conns.get(&g) else {
+            return;
+        };
+        let (from, to) = (c.ends[d].0, c.ends[1 - d].0);
         let link = self.link(from, to).clone();
         let jitter = self.jitter(&link);
-        let mut rto = self.net.min_rto.max(link.latency * 4);
         let mut extra = Duration::ZERO;
-        if link.loss > 0.0 {
+        if link.loss > 0.0 && self.net.model == LinkModel::Stream {
+            let mut rto = self.net.min_rto.max(link.latency * 4);
             while self.rng.random_bool(link.loss.min(0.99)) {
                 extra += rto;
                 rto *= 2;
             }
         }
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&p) else {
+        let Some(c) = self.conns.get_mut(&g) else {
             return;
         };
         let dir = &mut c.dir[d];
         let mut at = now;
-        if let Some(bw) = link.bandwidth.filter(|b| *b > 0) {
-            let tx = Duration::from_secs_f64(frame.len() as f64 / bw as f64);
+        if let (Some(bw), Piece::Frame(f)) = (link.bandwidth.filter(|b| *b > 0), &piece) {
+            let tx = Duration::from_secs_f64(f.len() as f64 / bw as f64);
             dir.busy_until = dir.busy_until.max(now) + tx;
             at = dir.busy_until;
         }
-        at = (at + link.latency + jitter + extra).max(dir.last_delivery);
-        dir.last_delivery = at;
+        at = at + link.latency + jitter + extra;
+        if self.net.model == LinkModel::Stream {
+            at = at.max(dir.last_delivery);
+            dir.last_delivery = at;
+        }
         let epoch = c.epoch;
         self.schedule(
             at,
             Ev::Deliver {
-                from,
-                to,
-                frame,
+                conn: g,
+                d,
+                piece,
                 epoch,
             },
         );
     }
 
-    fn dial(&mut self, from: u32, to: u32) {
-        let (p, _) = pair(from, to);
+    /// Node `from` dials `addr`: a handshake later both ends are told, or
+    /// the dialler hears it failed.
+    fn dial(&mut self, from: u32, addr: Addr) {
         self.stats.dials += 1;
+        let incarnation = self.nodes[from as usize].incarnation;
+        let fail = |at: Time, sim: &mut Sim| {
+            sim.schedule(
+                at,
+                Ev::DialFailed {
+                    node: from,
+                    incarnation,
+                    addr: addr.clone(),
+                },
+            )
+        };
+        let Some(to) = self.by_addr.get(&addr).copied().filter(|t| *t != from) else {
+            // Nobody listens there.
+            return fail(self.now, self);
+        };
+        let rtt = self.link(from, to).latency * 2;
+        let target = &self.nodes[to as usize];
+        if !self.reachable(from, to) || (target.node.is_none() && target.silent) {
+            return fail(self.now + self.net.connect_timeout, self);
+        }
+        if target.node.is_none() {
+            // Host up, process gone: refused after one round trip.
+            return fail(self.now + rtt, self);
+        }
+        self.next_conn += 1;
+        let g = self.next_conn;
         let epoch = self.seq;
         self.conns.insert(
-            p,
+            g,
             Conn {
+                ends: [(from, ConnId(u64::MAX)), (to, ConnId(u64::MAX))],
                 open: false,
                 epoch,
                 dir: [Dir::default(), Dir::default()],
-                last_activity: self.now,
+                told: [false; 2],
+                addr,
             },
         );
-        let link = self.link(from, to).clone();
-        let rtt = link.latency * 2;
-        let target = &self.nodes[to as usize];
-        let at = if !self.reachable(from, to) || (target.node.is_none() && target.silent) {
-            self.schedule(
-                self.now + self.net.connect_timeout,
-                Ev::DialFailed { pair: p, epoch },
-            );
-            return;
-        } else if target.node.is_none() {
-            // Host up, process gone: refused after one round trip.
-            self.schedule(self.now + rtt, Ev::DialFailed { pair: p, epoch });
-            return;
-        } else {
-            self.now + rtt * self.net.handshake_rtts
+        let handshake = match self.net.model {
+            LinkModel::Stream => rtt * self.net.handshake_rtts,
+            LinkModel::Datagram => Duration::ZERO,
         };
-        self.schedule(at, Ev::ConnReady { pair: p, epoch });
+        self.schedule(self.now + handshake, Ev::ConnReady { conn: g, epoch });
     }
 
-    fn conn_ready(&mut self, p: (u32, u32), epoch: u64) {
-        let Some(c) = self.conns.get_mut(&p) else {
+    fn conn_ready(&mut self, g: u64, epoch: u64) {
+        let Some(c) = self.conns.get(&g) else {
             return;
         };
         if c.epoch != epoch || c.open {
             return;
         }
-        c.open = true;
-        let now = self.now;
-        for end in [p.0, p.1] {
-            let other = if end == p.0 { p.1 } else { p.0 };
-            let addr = self.nodes[other as usize].addr.clone();
-            if let Some(n) = self.nodes[end as usize].node.as_mut() {
-                n.handle_connected(now, &addr);
-            }
+        let (a, b, addr) = (c.ends[0].0, c.ends[1].0, c.addr.clone());
+        let (ia, ib) = (self.next_id(a), self.next_id(b));
+        if let Some(c) = self.conns.get_mut(&g) {
+            c.open = true;
+            c.ends = [(a, ia), (b, ib)];
         }
-        self.flush_held(p, 0);
-        self.flush_held(p, 1);
-        self.drain(p.0);
-        self.drain(p.1);
+        self.ends.insert((a, ia), g);
+        self.ends.insert((b, ib), g);
+        self.with_node(b as usize, |n, now| n.handle_accepted(now, ib));
+        self.with_node(a as usize, |n, now| n.handle_dialed(now, &addr, ia));
     }
 
-    fn flush_held(&mut self, p: (u32, u32), d: usize) {
-        let (from, to) = if d == 0 { p } else { (p.1, p.0) };
+    fn next_id(&mut self, i: u32) -> ConnId {
+        let n = &mut self.nodes[i as usize];
+        n.next_conn += 1;
+        ConnId(n.next_conn)
+    }
+
+    fn flush_held(&mut self, g: u64, d: usize) {
+        let Some(c) = self.conns.get(&g) else {
+            return;
+        };
+        let (from, to) = (c.ends[d].0, c.ends[1 - d].0);
         if !self.reachable(from, to) || self.nodes[to as usize].node.is_none() {
             return;
         }
-        let Some(c) = self.conns.get_mut(&p) else {
+        let Some(c) = self.conns.get_mut(&g) else {
             return;
         };
         let held = std::mem::take(&mut c.dir[d].held);
         c.dir[d].stalled_since = None;
-        for f in held {
-            self.transmit(p, d, f);
+        for p in held {
+            self.transmit(g, d, p);
         }
     }
 
-    fn maybe_stall(&mut self, p: (u32, u32), d: usize) {
+    fn maybe_stall(&mut self, g: u64, d: usize) {
         let now = self.now;
         let timeout = self.net.stall_timeout;
-        let Some(c) = self.conns.get_mut(&p) else {
+        let Some(c) = self.conns.get_mut(&g) else {
             return;
         };
         if c.dir[d].stalled_since.is_none() {
             c.dir[d].stalled_since = Some(now);
             let epoch = c.epoch;
-            self.schedule(now + timeout, Ev::StallCheck { pair: p, epoch });
+            self.schedule(now + timeout, Ev::StallCheck { conn: g, epoch });
         }
     }
 
-    fn stall_check(&mut self, p: (u32, u32), epoch: u64) {
+    fn stall_check(&mut self, g: u64, epoch: u64) {
         let now = self.now;
         let timeout = self.net.stall_timeout;
-        let Some(c) = self.conns.get(&p) else { return };
+        let Some(c) = self.conns.get(&g) else { return };
         if c.epoch != epoch {
             return;
         }
@@ -1043,72 +1062,94 @@ impl Sim {
             .iter()
             .any(|d| d.stalled_since.is_some_and(|t| t + timeout <= now) && !d.held.is_empty());
         if stuck {
-            self.break_conn(p);
+            self.break_conn(g);
         } else if let Some(t) = c.dir.iter().filter_map(|d| d.stalled_since).min() {
-            self.schedule(t + timeout, Ev::StallCheck { pair: p, epoch });
+            self.schedule(t + timeout, Ev::StallCheck { conn: g, epoch });
         }
     }
 
-    /// The connection breaks: queued and in-flight frames are lost and both
-    /// running ends are told.
-    fn break_conn(&mut self, p: (u32, u32)) {
-        if self.conns.remove(&p).is_none() {
+    /// Tells end `e` of `g` that the connection closed (once), and forgets
+    /// the connection once both ends know.
+    fn tell_closed(&mut self, g: u64, e: usize, how: Closed) {
+        let Some(c) = self.conns.get_mut(&g) else {
+            return;
+        };
+        if c.told[e] {
             return;
         }
-        self.stats.breaks += 1;
-        let now = self.now;
-        for (end, other) in [(p.0, p.1), (p.1, p.0)] {
-            let addr = self.nodes[other as usize].addr.clone();
-            if let Some(n) = self.nodes[end as usize].node.as_mut() {
-                n.handle_unreachable(now, &addr);
-                self.drain(end);
-            }
+        c.told[e] = true;
+        let (node, id) = c.ends[e];
+        let done = c.told[0] && c.told[1];
+        if c.open {
+            self.ends.remove(&(node, id));
+        }
+        if done {
+            self.conns.remove(&g);
+        }
+        if self.nodes[node as usize].node.is_some() && id != ConnId(u64::MAX) {
+            self.with_node(node as usize, |n, now| n.handle_closed(now, id, how));
         }
     }
 
-    /// Closes connections neither end keeps once they have been idle.
-    fn idle_sweep(&mut self) {
-        let now = self.now;
-        let idle = self.net.idle_timeout;
-        let close: Vec<(u32, u32)> = self
-            .conns
-            .iter()
-            .filter(|(p, c)| {
-                c.open
-                    && c.last_activity + idle <= now
-                    && c.dir
-                        .iter()
-                        .all(|d| d.held.is_empty() && d.last_delivery <= now)
-                    && !self.nodes[p.0 as usize].keep.contains(&p.1)
-                    && !self.nodes[p.1 as usize].keep.contains(&p.0)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for p in close {
-            self.conns.remove(&p);
-            for (end, other) in [(p.0, p.1), (p.1, p.0)] {
-                let addr = self.nodes[other as usize].addr.clone();
-                if let Some(n) = self.nodes[end as usize].node.as_mut() {
-                    n.handle_closed(now, &addr);
+    /// The connection breaks: pieces queued and in flight are lost, and
+    /// both running ends are told.
+    fn break_conn(&mut self, g: u64) {
+        let Some(c) = self.conns.get_mut(&g) else {
+            return;
+        };
+        self.stats.breaks += 1;
+        c.epoch = u64::MAX - 1; // nothing in flight arrives
+        let open = c.open;
+        if !open {
+            // A dial in progress: the dialler hears it failed.
+            let (node, addr) = (c.ends[0].0, c.addr.clone());
+            self.conns.remove(&g);
+            self.with_node(node as usize, |n, now| n.handle_dial_failed(now, &addr));
+            return;
+        }
+        for e in 0..2 {
+            self.tell_closed(g, e, Closed::Lost);
+        }
+    }
+
+    fn deliver(&mut self, g: u64, d: usize, piece: Piece, epoch: u64) {
+        let Some(c) = self.conns.get(&g) else {
+            return;
+        };
+        if c.epoch != epoch {
+            return;
+        }
+        let (to, id) = c.ends[1 - d];
+        if c.told[1 - d] {
+            return; // that end is closed already
+        }
+        match piece {
+            Piece::Frame(frame) => {
+                let now = self.now;
+                if let Some(n) = self.nodes[to as usize].node.as_mut() {
+                    let _ = n.handle_frame(now, id, &frame);
+                    self.drain(to);
+                }
+            }
+            Piece::Close => {
+                // The receiver is told (its own queued pieces unsent), and
+                // answers the close: the closer learns one trip later, after
+                // whatever the receiver had sent.
+                let unsent = !c.dir[1 - d].held.is_empty();
+                let how = if unsent { Closed::Unsent } else { Closed::Clean };
+                if let Some(c) = self.conns.get_mut(&g) {
+                    c.dir[1 - d].held.clear();
+                }
+                self.tell_closed(g, 1 - d, how);
+                if self.conns.contains_key(&g) {
+                    self.transmit(g, 1 - d, Piece::Close);
                 }
             }
         }
-        self.schedule(now + idle / 2, Ev::IdleSweep);
     }
+}
 
-    fn deliver(&mut self, from: u32, to: u32, frame: Bytes, epoch: u64) {
-        if epoch != u64::MAX {
-            let (p, _) = pair(from, to);
-            match self.conns.get_mut(&p) {
-                Some(c) if c.epoch == epoch => c.last_activity = self.now,
-                _ => return,
-            }
-        }
-        let now = self.now;
-        let from_addr = self.nodes[from as usize].addr.clone();
-        if let Some(n) = self.nodes[to as usize].node.as_mut() {
-            let _ = n.handle_frame(now, &from_addr, &frame);
-            self.drain(to);
-        }
-    }
+/// The end of `c` that is not node `me`.
+fn other_end(c: &Conn, me: u32) -> (u32, ConnId) {
+    if c.ends[0].0 == me { c.ends[1] } else { c.ends[0] }
 }

@@ -16,7 +16,7 @@
 use super::{Node, Status};
 use crate::catalog::{Provider, ResourceSet};
 use crate::error::{CallError, InvocationError};
-use crate::event::{Event, Invocation, TrafficClass};
+use crate::event::{Event, Invocation, Order, TrafficClass};
 use crate::id::{Addr, CallId, InvocationId, NodeId};
 use crate::members::MemberState;
 use crate::metrics::Limit;
@@ -818,7 +818,7 @@ impl Node {
         };
         let (provider, addr) = (p.provider, p.provider_addr.clone());
         if provider == self.me {
-            self.on_cancel(id);
+            self.on_cancel(now, id);
         } else {
             self.calls.outstanding(provider, -1);
             self.send(now, &addr, &Message::Cancel(id), TrafficClass::Call);
@@ -863,21 +863,56 @@ impl Node {
         }
     }
 
+    /// Frames to `addr` were lost: calls to it are sent again, or, if it
+    /// left, treated as if it had failed.
     pub(super) fn provider_unreachable(&mut self, now: Time, addr: &Addr) {
-        let nodes: Vec<NodeId> = self
+        let mut nodes: Vec<NodeId> = self
             .calls
             .pending
             .values()
             .filter(|p| p.provider_addr == *addr)
             .map(|p| p.provider)
             .collect();
+        nodes.sort();
+        nodes.dedup();
         for n in nodes {
-            self.provider_gone(now, n, false);
+            let left = self.member_state(&n) == Some(MemberState::Left);
+            self.provider_gone(now, n, left);
         }
-        // Clients whose connection broke get nothing more.
+        self.client_gone(addr);
+    }
+
+    /// A client's connection is gone: its calls get nothing more.
+    pub(super) fn client_gone(&mut self, addr: &Addr) {
         self.calls
             .pending
             .retain(|_, p| !matches!(&p.origin, Origin::Client { addr: a, .. } if a == addr));
+    }
+
+    /// The peer at `addr` closed its connection cleanly: everything it sent
+    /// arrived. A member that left answers every call it accepted before it
+    /// closes, so a call still pending there did not run: it goes elsewhere,
+    /// idempotent or not.
+    pub(super) fn peer_closed(&mut self, now: Time, addr: &Addr) {
+        let stranded: Vec<CallId> = self
+            .calls
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.provider_addr == *addr
+                    && p.leg == Leg::Local
+                    && self.member_state(&p.provider) == Some(MemberState::Left)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stranded {
+            if let Some(p) = self.calls.pending.get(&id) {
+                let provider = p.provider;
+                self.calls.outstanding(provider, -1);
+            }
+            self.retry_call(now, id, CallError::Unreachable);
+        }
+        self.client_gone(addr);
     }
 
     pub(super) fn on_response(&mut self, now: Time, peer: Option<NodeId>, resp: CallResponse) {
@@ -890,11 +925,16 @@ impl Node {
         if peer.is_some_and(|n| n != p.provider) {
             return; // a late answer from a provider we already left
         }
-        let (provider, resent) = (p.provider, p.resends > 0);
+        let (provider, resent, idempotent) = (p.provider, p.resends > 0, p.idempotent);
         self.calls.outstanding(provider, -1);
         match resp.result {
             // The handler did not run there: any call may go elsewhere.
             Err(CallError::Overloaded) => self.retry_call(now, resp.id, CallError::Overloaded),
+            // Stopped part way (the provider left): only an idempotent call
+            // may run again.
+            Err(CallError::OutcomeUnknown) if idempotent => {
+                self.retry_call(now, resp.id, CallError::OutcomeUnknown)
+            }
             // The provider restarted: a resend may have found the new
             // process after the old one ran it.
             Err(CallError::NotHere) if resent => {
@@ -1007,7 +1047,7 @@ impl Node {
         self.calls.invocations.insert(inv, req.id);
         self.calls.running += 1;
         self.metrics.invocations += 1;
-        self.events.push_back(Event::Invoke(Invocation {
+        self.orders.push_back(Order::Invoke(Invocation {
             id: inv,
             call: req.id,
             function: req.function,
@@ -1015,7 +1055,8 @@ impl Node {
             args: req.args,
             budget,
         }));
-        // The result is remembered until the budget expires.
+        // The handler gets the budget; the result is remembered as long.
+        self.timers.set(Timer::Budget(inv), now + budget);
         self.timers.set(Timer::Dedup(req.id), now + budget);
     }
 
@@ -1025,13 +1066,47 @@ impl Node {
         id: InvocationId,
         result: Result<Bytes, String>,
     ) -> Result<(), InvocationError> {
+        self.complete(now, id, result.map_err(CallError::HandlerFailed))
+    }
+
+    /// A handler ran past its call's budget: it is stopped and the call
+    /// answered `Timeout`.
+    pub(super) fn on_budget_timeout(&mut self, now: Time, id: InvocationId) {
+        if self.calls.invocations.contains_key(&id) {
+            self.metrics.invocations_timed_out += 1;
+            self.orders.push_back(Order::Cancel(id));
+            let _ = self.complete(now, id, Err(CallError::Timeout));
+        }
+    }
+
+    /// The drain of a leave is over: handlers still running are stopped,
+    /// their callers told the outcome is unknown.
+    pub(super) fn cancel_running(&mut self, now: Time) {
+        let running: Vec<InvocationId> = self.calls.invocations.keys().copied().collect();
+        for id in running {
+            self.orders.push_back(Order::Cancel(id));
+            let _ = self.complete(now, id, Err(CallError::OutcomeUnknown));
+        }
+    }
+
+    /// An invocation ended (returned, failed, was cancelled or timed out).
+    fn complete(
+        &mut self,
+        now: Time,
+        id: InvocationId,
+        result: Result<Bytes, CallError>,
+    ) -> Result<(), InvocationError> {
         let call = self
             .calls
             .invocations
             .remove(&id)
             .ok_or(InvocationError::Unknown)?;
         self.calls.running = self.calls.running.saturating_sub(1);
-        let result = result.map_err(CallError::HandlerFailed);
+        self.timers.cancel(Timer::Budget(id));
+        if self.status == Status::Draining && self.calls.running == 0 {
+            // The last answer goes out before the leave's news.
+            self.timers.set(Timer::Leave, now);
+        }
         let Some(e) = self.calls.executions.get_mut(&call) else {
             return Ok(());
         };
@@ -1085,13 +1160,16 @@ impl Node {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, id: CallId) {
+    /// The caller gave up: the handler is stopped and its result will not
+    /// be sent.
+    pub(super) fn on_cancel(&mut self, now: Time, id: CallId) {
         let Some(e) = self.calls.executions.get_mut(&id) else {
             return;
         };
         e.cancelled = true;
         if let ExecState::Running(inv) = e.state {
-            self.events.push_back(Event::InvocationCancelled(inv));
+            self.orders.push_back(Order::Cancel(inv));
+            let _ = self.complete(now, inv, Err(CallError::Cancelled));
         }
     }
 

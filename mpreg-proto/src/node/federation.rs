@@ -23,7 +23,7 @@
 use super::Node;
 use crate::catalog::{FnBody, ResourceSet, Route};
 use crate::config::BridgeConfig;
-use crate::event::{Event, TrafficClass};
+use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
 use crate::rtt::Rtt;
 use crate::time::Time;
@@ -113,23 +113,20 @@ impl Node {
             .filter(|a| self.fed.peers.get(a).is_none_or(|p| !p.up))
             .collect();
         for a in seeds {
-            self.mark_bridge_session(now, &a);
             let hello = self.bridge_hello();
-            self.send(now, &a, &hello, TrafficClass::Control);
+            self.send_bridge(now, &a, &hello);
         }
     }
 
     pub(super) fn on_bridge_hello(&mut self, now: Time, from: &Addr, h: BridgeHello) {
         let cluster = h.cluster_id.clone();
         if cluster == self.cfg.cluster_id.as_str() || !self.cfg.federation.policy.allows(&cluster) {
-            self.mark_bridge_session(now, from);
             let why =
                 Message::BridgeReject("this cluster's policy does not allow the bridge".into());
-            self.send(now, from, &why, TrafficClass::Control);
+            self.send_bridge(now, from, &why);
             return;
         }
-        self.mark_bridge_session(now, from);
-        self.sessions_set_node(from, h.node);
+        self.set_conn_node(from, h.node, true);
         let fresh = self.fed.peers.get(from).is_none_or(|p| !p.up);
         let peer = self
             .fed
@@ -152,8 +149,7 @@ impl Node {
             // Answer the hello once, keep the connection, and tell it what
             // can be reached through this cluster.
             let hello = self.bridge_hello();
-            self.send(now, from, &hello, TrafficClass::Control);
-            self.events.push_back(Event::Connect(from.clone()));
+            self.send_bridge(now, from, &hello);
             self.fed.exported.remove(from);
             self.export_summaries(now);
         }
@@ -221,7 +217,6 @@ impl Node {
         p.ping = None;
         self.fed.exported.remove(addr);
         if was_up {
-            self.events.push_back(Event::Disconnect(addr.clone()));
             self.sync_routes(now);
             self.bridge_gone(now, addr);
         }

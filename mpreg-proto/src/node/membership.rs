@@ -494,11 +494,15 @@ impl Node {
         }
     }
 
-    /// A member is Dead or Left: out of the views; its calls fail over.
+    /// A member is Dead or Left: out of the views. Calls to a Dead one fail
+    /// over; calls to one that left wait for its answers, which it sends
+    /// before closing its connections (see `peer_closed`).
     pub(super) fn member_gone(&mut self, now: Time, id: NodeId) {
         self.remove_active(now, id, false);
         self.overlay.passive.retain(|p| p.id != id);
-        self.provider_gone(now, id, true);
+        if self.member_state(&id) != Some(MemberState::Left) {
+            self.provider_gone(now, id, true);
+        }
     }
 
     /// Someone sent a record of this node. Refute anything but the truth.
@@ -547,7 +551,7 @@ impl Node {
 
     pub(super) fn send_joins(&mut self, now: Time) {
         let me = self.own_record(MemberState::Alive);
-        for seed in self.seeds.clone() {
+        for (seed, _) in self.seeds.clone() {
             self.send(
                 now,
                 &seed,
@@ -568,17 +572,25 @@ impl Node {
             self.timers.set(Timer::Join, now + retry);
             return;
         }
-        // Seeds are known by address; their sessions say who answered.
-        let seed_alive = self.seeds.iter().any(|a| {
-            self.sessions
-                .node_of(a)
-                .and_then(|id| self.members.get(&id))
-                .is_some_and(|m| m.state == MemberState::Alive && m.addr == *a)
+        // Seeds are known by address; who answered there is remembered.
+        let seed_alive = self.seeds.iter().any(|(_, id)| {
+            id.and_then(|id| self.members.get(&id))
+                .is_some_and(|m| m.state == MemberState::Alive)
         });
         if !seed_alive {
             self.send_joins(now);
         }
         self.timers.set(Timer::Join, now + redial);
+    }
+
+    /// A member said hello on a connection dialled to `addr`: if that is
+    /// a seed, remember who answers there.
+    pub(super) fn note_seed(&mut self, addr: &Addr, node: NodeId) {
+        for (a, id) in &mut self.seeds {
+            if a == addr {
+                *id = Some(node);
+            }
+        }
     }
 
     /// A node joins through us.

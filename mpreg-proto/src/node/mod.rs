@@ -8,10 +8,10 @@
 
 mod broadcast;
 mod calls;
+mod conns;
 mod federation;
 mod membership;
 mod overlay;
-mod session;
 mod sync;
 
 pub use calls::Call;
@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, FunctionSpec};
 use crate::config::{Config, ConfigError};
 use crate::digest::RangeTree;
 use crate::error::{CallError, FrameError, InvocationError, RegisterError};
-use crate::event::{Event, Transmit};
+use crate::event::{Closed, ConnId, Event, Order};
 use crate::id::{Addr, CallId, Incarnation, InvocationId, NodeId};
 use crate::members::{MemberState, MemberTable};
 use crate::metrics::{Limit, Metrics, RejectReason};
@@ -47,37 +47,52 @@ pub struct Identity {
     pub incarnation: Incarnation,
 }
 
-/// The result of a frame that was accepted.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
-#[must_use]
-pub struct Received {
-    /// Set when the frame was a `Hello`: the sender's identity and
-    /// advertised address. A runtime that accepted the connection should
-    /// from now on key it by `addr` (and pass `addr` as `from`), so that
-    /// one connection serves both directions.
-    pub hello: Option<PeerHello>,
-}
-
 /// What a `Hello` said.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PeerHello {
+pub(crate) struct PeerHello {
     /// The sender's id.
-    pub node: NodeId,
-    /// The address the sender listens on (empty for clients).
-    pub addr: Addr,
+    pub(crate) node: NodeId,
+    /// The key of its connection from now on.
+    pub(crate) addr: Addr,
     /// Member or client.
-    pub role: Role,
+    pub(crate) role: Role,
 }
 
-/// Whether the node takes part in the cluster.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+/// Where the node is in its life. A graceful [`leave`](Node::leave) goes
+/// through every state in order.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Status {
     /// A member (possibly alone, waiting for others or seeds).
     Active,
-    /// Leaving soon: its functions are withdrawn and it takes no new calls.
+    /// Leaving: its functions are withdrawn, new calls are refused (with
+    /// an answer saying they did not run), running handlers finish.
     Draining,
-    /// Has left: answers nothing, sends nothing new.
+    /// Has announced `Left`; its connections flush and close.
     Left,
+    /// Done: it sends and answers nothing ([`Order::Stop`] was issued).
+    Stopped,
+}
+
+/// A connection as the core sees it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ConnView {
+    /// The runtime's id for it.
+    pub id: ConnId,
+    /// Its key: the peer's address, or `conn:ID` for an unnamed peer.
+    pub addr: Addr,
+    /// The peer, once its `Hello` arrived.
+    pub node: Option<NodeId>,
+    /// This node dialled it.
+    pub outbound: bool,
+    /// Frames to `addr` go on it (the other is a duplicate, closing once
+    /// quiet).
+    pub primary: bool,
+    /// Kept open: an active-view, ring or bridge peer.
+    pub kept: bool,
+    /// A client connection.
+    pub client: bool,
+    /// A close was ordered.
+    pub closing: bool,
 }
 
 /// A member as seen by this node.
@@ -131,11 +146,12 @@ pub struct Node {
     cluster_tag: u16,
     rng: ChaCha8Rng,
     status: Status,
-    seeds: Vec<Addr>,
+    /// Seed addresses, each with the member that answered there.
+    seeds: Vec<(Addr, Option<NodeId>)>,
     members: MemberTable,
     catalog: Catalog,
     digest: RangeTree,
-    sessions: session::Sessions,
+    conns: conns::Conns,
     overlay: overlay::Overlay,
     probes: membership::Probes,
     plumtree: broadcast::Plumtree,
@@ -143,7 +159,7 @@ pub struct Node {
     calls: calls::Calls,
     fed: federation::Federation,
     timers: Timers,
-    transmits: VecDeque<Transmit>,
+    orders: VecDeque<Order>,
     events: VecDeque<Event>,
     metrics: Metrics,
     limits_reported: u32,
@@ -160,7 +176,7 @@ impl Node {
     pub fn new(config: Config, identity: Identity, now: Time) -> Result<Node, ConfigError> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
-        let sessions = session::Sessions::new(rand::RngExt::random(&mut rng));
+        let conns = conns::Conns::new(rand::RngExt::random(&mut rng));
         let mut node = Node {
             cluster_tag: wire::cluster_tag(&config.cluster_id),
             rng,
@@ -173,7 +189,7 @@ impl Node {
             members: MemberTable::default(),
             catalog: Catalog::default(),
             digest: RangeTree::default(),
-            sessions,
+            conns,
             overlay: overlay::Overlay::default(),
             probes: membership::Probes::default(),
             plumtree: broadcast::Plumtree::default(),
@@ -181,7 +197,7 @@ impl Node {
             calls: calls::Calls::default(),
             fed: federation::Federation::default(),
             timers: Timers::default(),
-            transmits: VecDeque::new(),
+            orders: VecDeque::new(),
             events: VecDeque::new(),
             metrics: Metrics::default(),
             limits_reported: 0,
@@ -223,7 +239,7 @@ impl Node {
         &self.cfg
     }
 
-    /// Active or Left.
+    /// Where the node is in its life.
     pub fn status(&self) -> Status {
         self.status
     }
@@ -316,9 +332,20 @@ impl Node {
         self.probes.health
     }
 
-    /// Addresses with protocol state (bounded by `limits.max_sessions`).
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
+    /// Connections open (or closing), bounded with the dials by
+    /// `connections.max_connections`.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Addresses being dialled (their frames held).
+    pub fn dialing_count(&self) -> usize {
+        self.conns.dialing()
+    }
+
+    /// Every connection, in id order.
+    pub fn connections(&self) -> impl Iterator<Item = ConnView> + '_ {
+        self.conn_views()
     }
 
     /// Armed timers.
@@ -326,9 +353,9 @@ impl Node {
         self.timers.len()
     }
 
-    /// Frames waiting in `poll_transmit`.
-    pub fn queued_transmits(&self) -> usize {
-        self.transmits.len()
+    /// Orders waiting in `poll_order`.
+    pub fn queued_orders(&self) -> usize {
+        self.orders.len()
     }
 
     /// Calls this node is waiting on.
@@ -362,18 +389,61 @@ impl Node {
 
     // ----- handle_* ------------------------------------------------------
 
-    /// A frame arrived from `from` (the address the runtime keys the
-    /// connection by). On `Err` the node is unchanged but for counters.
-    pub fn handle_frame(
-        &mut self,
-        now: Time,
-        from: &Addr,
-        frame: &[u8],
-    ) -> Result<Received, FrameError> {
-        let admitted = self.sessions.admit(now, from, &self.cfg.limits);
+    /// The runtime accepted a connection and gave it an id. The core may
+    /// refuse it at once with [`Order::Close`] (at the connection cap, or
+    /// leaving).
+    pub fn handle_accepted(&mut self, now: Time, conn: ConnId) {
+        if self.status == Status::Stopped {
+            return;
+        }
+        self.on_accepted(now, conn);
+        self.flush(now);
+    }
+
+    /// A connection to `addr` opened (as ordered by [`Order::Dial`], or on
+    /// the runtime's own initiative) and got id `conn`. Frames held for
+    /// `addr` go out on it now, after this node's `Hello`. A connectionless
+    /// transport may answer with the id of a connection it already has to
+    /// that address.
+    pub fn handle_dialed(&mut self, now: Time, addr: &Addr, conn: ConnId) {
+        if self.status == Status::Stopped {
+            return;
+        }
+        self.on_dialed(now, addr, conn);
+        self.flush(now);
+    }
+
+    /// A dial of `addr` failed. The frames held for it are dropped and the
+    /// next dial backs off.
+    pub fn handle_dial_failed(&mut self, now: Time, addr: &Addr) {
+        if self.status == Status::Stopped {
+            return;
+        }
+        self.on_dial_failed(now, addr);
+        self.flush(now);
+    }
+
+    /// Connection `conn` closed (or broke); see [`Closed`]. Its id may be
+    /// reused afterwards.
+    pub fn handle_closed(&mut self, now: Time, conn: ConnId, how: Closed) {
+        if self.status == Status::Stopped {
+            return;
+        }
+        self.on_closed(now, conn, how);
+        self.flush(now);
+    }
+
+    /// A frame arrived on connection `conn`. On `Err` the node is
+    /// unchanged but for counters; the connection stays usable.
+    pub fn handle_frame(&mut self, now: Time, conn: ConnId, frame: &[u8]) -> Result<(), FrameError> {
+        let Some(c) = self.conns.get(conn) else {
+            return Err(FrameError::UnknownConnection);
+        };
+        let (from, role, bridge, peer) = (c.key.clone(), c.role, c.bridge, c.node);
+        let admitted = self.admit(now, conn);
         let (header, msg) = match wire::decode(frame, self.cfg.limits.max_frame_size, None) {
-            Ok((_, msg)) if !admitted => return Err(self.rate_limited(now, from, Some(msg))),
-            Err(_) if !admitted => return Err(self.rate_limited(now, from, None)),
+            Ok((_, msg)) if !admitted => return Err(self.rate_limited(now, &from, Some(msg))),
+            Err(_) if !admitted => return Err(self.rate_limited(now, &from, None)),
             Ok(m) => m,
             Err(e) => {
                 if matches!(e, DecodeError::TooLarge { .. }) {
@@ -388,10 +458,10 @@ impl Node {
         // accepted for client messages only.
         let wildcard = header.cluster == wire::ANY_CLUSTER && calls::client_may_send(kind);
         // Other clusters speak only over bridges the policy allows.
-        let bridged = self.bridge_cluster(from).map(wire::cluster_tag) == Some(header.cluster);
+        let bridged = self.bridge_cluster(&from).map(wire::cluster_tag) == Some(header.cluster);
         let federated = match kind {
             MessageKind::BridgeHello => self.cfg.federation.policy != crate::Policy::Strict,
-            MessageKind::BridgeReject => self.is_bridge_session(from),
+            MessageKind::BridgeReject => bridge,
             MessageKind::Summary | MessageKind::FedCall | MessageKind::FedResponse => bridged,
             MessageKind::Ping | MessageKind::Ack => bridged,
             _ => false,
@@ -417,11 +487,12 @@ impl Node {
             let e = DecodeError::WrongCluster(header.cluster);
             return Err(self.reject(RejectReason::WrongCluster, FrameError::Decode(e)));
         }
-        let role = self.sessions.role(from);
-        if role == Some(Role::Client) && !calls::client_may_send(kind) {
+        if role == Role::Client && !calls::client_may_send(kind) {
             return Err(self.reject(RejectReason::NotAllowed, FrameError::NotAllowed(kind)));
         }
-        if self.status == Status::Left && !matches!(msg, Message::Hello(_)) {
+        // A node that has left answers nothing: its callers retry once its
+        // connections close (it told them it left on each of them).
+        if self.status >= Status::Left {
             return Err(self.reject(RejectReason::Left, FrameError::Left));
         }
         if let Message::Hello(h) = &msg
@@ -439,14 +510,14 @@ impl Node {
         if sync::is_sync(kind) {
             self.metrics.sync_bytes += frame.len() as u64;
         }
-        self.note_sender(now, from);
-        let mut received = Received::default();
         match msg {
-            Message::Hello(h) => received.hello = Some(self.on_hello(now, from, h)),
-            other => self.dispatch(now, from, other),
+            Message::Hello(h) => {
+                self.on_hello(now, conn, h);
+            }
+            other => self.dispatch(now, &from, peer, other),
         }
         self.flush(now);
-        Ok(received)
+        Ok(())
     }
 
     /// A frame beyond the sender's rate: dropped, except that a call gets
@@ -463,15 +534,16 @@ impl Node {
             Some(Message::FedCall(r)) => Some(Message::FedResponse(calls::refusal(r.id))),
             _ => None,
         };
-        if let Some(m) = answer {
+        if let Some(m) = answer
+            && self.status < Status::Left
+        {
             self.send(now, from, &m, crate::TrafficClass::Call);
             self.flush(now);
         }
         self.reject(RejectReason::RateLimited, FrameError::RateLimited)
     }
 
-    fn dispatch(&mut self, now: Time, from: &Addr, msg: Message) {
-        let peer = self.sessions.node_of(from);
+    fn dispatch(&mut self, now: Time, from: &Addr, peer: Option<NodeId>, msg: Message) {
         if let Some(p) = peer {
             self.heard_from(now, p);
         }
@@ -522,7 +594,7 @@ impl Node {
             Message::SyncUpdates(u) => self.on_sync_updates(now, from, peer, u),
             Message::Call(req) => self.on_call(now, from, req),
             Message::Response(resp) => self.on_response(now, peer, resp),
-            Message::Cancel(id) => self.on_cancel(id),
+            Message::Cancel(id) => self.on_cancel(now, id),
             Message::ClientCall(c) => self.on_client_call(now, from, c),
             Message::ClientQuery((token, q)) => self.on_client_query(now, from, token, q),
             Message::ClientReply(_) | Message::ClientAnswer(_) => {}
@@ -541,7 +613,20 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Time) {
         let mark = self.timers.mark();
         while let Some(t) = self.timers.pop_due(now, mark) {
-            if self.status == Status::Left && !matches!(t, Timer::Call(_) | Timer::Dedup(_)) {
+            if self.status == Status::Stopped {
+                break;
+            }
+            // Once left, only what finishes the leave still runs.
+            let leaving = matches!(
+                t,
+                Timer::Call(_)
+                    | Timer::Dedup(_)
+                    | Timer::Dial
+                    | Timer::Idle
+                    | Timer::Leave
+                    | Timer::Budget(_)
+            );
+            if self.status == Status::Left && !leaving {
                 continue;
             }
             match t {
@@ -557,32 +642,12 @@ impl Node {
                 Timer::Call(id) => self.on_call_timeout(now, id),
                 Timer::Dedup(id) => self.calls.forget(&id),
                 Timer::Resend(id) => self.on_resend_timer(now, id),
+                Timer::Dial => self.on_dial_timer(now),
+                Timer::Idle => self.on_idle_timer(now),
+                Timer::Leave => self.on_leave_timer(now),
+                Timer::Budget(inv) => self.on_budget_timeout(now, inv),
             }
         }
-        self.flush(now);
-    }
-
-    /// The runtime opened a connection to `addr`. Informational: the core
-    /// already queued its `Hello` ahead of the first frame.
-    pub fn handle_connected(&mut self, now: Time, addr: &Addr) {
-        let _ = (now, addr);
-        self.metrics.connections_opened += 1;
-    }
-
-    /// The connection to `addr` was closed cleanly (idle, or after
-    /// [`Event::Disconnect`]): nothing was lost, but the next frame opens a
-    /// new connection, which starts with a fresh `Hello`.
-    pub fn handle_closed(&mut self, now: Time, addr: &Addr) {
-        let _ = now;
-        self.sessions.reset(addr);
-    }
-
-    /// The runtime could not deliver to `addr`, or lost the connection
-    /// (frames queued for it are gone). The next frame to `addr` opens a new
-    /// connection with a fresh `Hello`.
-    pub fn handle_unreachable(&mut self, now: Time, addr: &Addr) {
-        self.sessions.reset(addr);
-        self.on_unreachable(now, addr);
         self.flush(now);
     }
 
@@ -592,8 +657,8 @@ impl Node {
     /// whenever none of them is Alive.
     pub fn join(&mut self, now: Time, seeds: impl IntoIterator<Item = Addr>) {
         for s in seeds {
-            if s != self.addr && !self.seeds.contains(&s) {
-                self.seeds.push(s);
+            if s != self.addr && !self.seeds.iter().any(|(a, _)| *a == s) {
+                self.seeds.push((s, None));
             }
         }
         self.send_joins(now);
@@ -602,38 +667,23 @@ impl Node {
         self.flush(now);
     }
 
-    /// Leaves gracefully: the Left state is sent to every active peer and
-    /// broadcast; afterwards the node ignores member traffic. Drain the
-    /// transmits before closing connections.
+    /// Leaves gracefully, in phases ([`LeaveConfig`](crate::config::LeaveConfig)):
+    ///
+    /// 1. **drain** — every function of this node is withdrawn from the
+    ///    catalog (callers route elsewhere); calls arriving here are
+    ///    answered `Overloaded` (they did not run, so any caller may go
+    ///    elsewhere); running handlers have `leave.grace` to finish, then
+    ///    are cancelled and answered `OutcomeUnknown`;
+    /// 2. **flush** — `Left` is broadcast, told to a few members directly
+    ///    and sent on every connection, each of which then closes once its
+    ///    queue is written: a caller that sees a connection of a node that
+    ///    left close cleanly knows every call still pending there did not
+    ///    run, and sends it elsewhere;
+    /// 3. [`Order::Stop`] once every connection is closed, or after
+    ///    `leave.flush_timeout`.
+    ///
+    /// This node's own pending calls fail with `Rejected` at step 2.
     pub fn leave(&mut self, now: Time) {
-        if self.status == Status::Left {
-            return;
-        }
-        self.status = Status::Left;
-        let rec = self.own_record(MemberState::Left);
-        self.write_own_record(now, &rec);
-        self.broadcast_to_all(wire::Update::Member(rec.clone()));
-        // The active view can be thin or empty (just joined, or mid-repair):
-        // a few members outside it hear the news directly too.
-        let told = self.direct_targets(DIRECT_FANOUT);
-        let u = [wire::Update::Member(rec)];
-        for a in told {
-            self.send_updates(now, &a, MessageKind::Gossip, &u, 1);
-        }
-        self.flush(now);
-        self.calls.fail_all_pending(now);
-        for c in std::mem::take(&mut self.calls.finished) {
-            self.events.push_back(c);
-        }
-    }
-
-    /// Starts a graceful shutdown: every function of this node is withdrawn
-    /// from the catalog (so callers route elsewhere) and new calls arriving
-    /// here are answered `Overloaded` (the handler did not run, so any
-    /// caller may retry elsewhere). Calls already running finish normally;
-    /// wait for [`running_invocations`](Node::running_invocations) to reach
-    /// zero (or a grace period), then [`leave`](Node::leave).
-    pub fn drain(&mut self, now: Time) {
         if self.status != Status::Active {
             return;
         }
@@ -652,7 +702,63 @@ impl Node {
         for (name, version, scope) in own {
             self.write_own_catalog(now, name, version, scope, None);
         }
+        if self.calls.running == 0 {
+            self.announce_left(now);
+        } else {
+            self.timers.set(Timer::Leave, now + self.cfg.leave.grace);
+        }
         self.flush(now);
+    }
+
+    /// The end of the drain: remaining handlers are cancelled, `Left` goes
+    /// out, every connection closes.
+    pub(super) fn announce_left(&mut self, now: Time) {
+        if self.status != Status::Draining {
+            return;
+        }
+        self.cancel_running(now);
+        // Answers to what ran go out before the news.
+        self.flush_broadcasts(now);
+        self.status = Status::Left;
+        let rec = self.own_record(MemberState::Left);
+        self.write_own_record(now, &rec);
+        self.broadcast_to_all(wire::Update::Member(rec.clone()));
+        // The active view can be thin or empty (just joined, or mid-repair):
+        // a few members outside it hear the news directly too, and every
+        // peer with a connection hears it on that connection.
+        let mut told = self.direct_targets(DIRECT_FANOUT);
+        for c in self.conn_views() {
+            if !c.client && !c.closing && !told.contains(&c.addr) {
+                told.push(c.addr);
+            }
+        }
+        let u = [wire::Update::Member(rec)];
+        for a in told {
+            self.send_updates(now, &a, MessageKind::Gossip, &u, 1);
+        }
+        self.flush_broadcasts(now);
+        self.calls.fail_all_pending(now);
+        self.close_all(now);
+        self.timers.set(Timer::Leave, now + self.cfg.leave.flush_timeout);
+        self.check_stopped(now);
+    }
+
+    fn on_leave_timer(&mut self, now: Time) {
+        match self.status {
+            Status::Draining => self.announce_left(now),
+            Status::Left => self.stop(now),
+            Status::Active | Status::Stopped => {}
+        }
+    }
+
+    /// The last step: nothing more is sent or answered.
+    pub(super) fn stop(&mut self, _now: Time) {
+        if self.status == Status::Stopped {
+            return;
+        }
+        self.status = Status::Stopped;
+        self.timers = Timers::default();
+        self.orders.push_back(Order::Stop);
     }
 
     /// Restores replicated state — a snapshot persisted before a restart,
@@ -768,16 +874,17 @@ impl Node {
 
     // ----- poll_* --------------------------------------------------------
 
-    /// The next frame to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let t = self.transmits.pop_front();
-        if t.is_none() {
-            shrink(&mut self.transmits);
+    /// The next order for the runtime. Drain these first, then the
+    /// events, then ask for the deadline.
+    pub fn poll_order(&mut self) -> Option<Order> {
+        let o = self.orders.pop_front();
+        if o.is_none() {
+            shrink(&mut self.orders);
         }
-        t
+        o
     }
 
-    /// The next event.
+    /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front();
         if e.is_none() {
@@ -810,6 +917,8 @@ impl Node {
         self.timers.set(Timer::Sync, now + sync);
         let repair = self.jitter(self.cfg.membership.probe_period / 2);
         self.timers.set(Timer::Shuffle, now + repair);
+        let idle = self.idle_period();
+        self.timers.set(Timer::Idle, now + idle);
     }
 
     /// `d` scaled by a random factor in [0.75, 1.25), so periodic work of
@@ -835,12 +944,15 @@ impl Node {
 
     /// Sends everything the last input produced.
     fn flush(&mut self, now: Time) {
+        // Reactions to lost frames first: they may send more.
+        self.handle_lost(now);
         if std::mem::take(&mut self.fed_dirty) {
             // Catalog changes reach the bridges shortly, in one export.
             let soon = now + self.cfg.dissemination.graft_timeout_min;
             self.timers.set_if_earlier(Timer::Bridge, soon);
         }
         self.flush_broadcasts(now);
+        self.handle_lost(now);
         for e in std::mem::take(&mut self.calls.finished) {
             self.events.push_back(e);
         }

@@ -12,7 +12,7 @@
 //! split.
 
 use super::Node;
-use crate::event::{Event, TrafficClass};
+use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
 use crate::members::MemberState;
 use crate::rtt::Rtt;
@@ -156,10 +156,8 @@ impl Node {
             && !self.is_active(old.id)
         {
             self.timers.cancel(Timer::Probe(old.id));
-            self.events.push_back(Event::Disconnect(old.addr));
         }
         if let Some((id, addr)) = want {
-            self.events.push_back(Event::Connect(addr.clone()));
             // Bring it into the active view too (a ring link is pinned).
             self.schedule_repair(now);
             self.overlay.ring = Some(ActivePeer {
@@ -196,7 +194,6 @@ impl Node {
             rtt: Rtt::default(),
             announced: None,
         });
-        self.events.push_back(Event::Connect(addr.clone()));
         let period = self.cfg.membership.probe_period;
         self.timers.set(Timer::Probe(id), now + period);
         self.start_sync(now, &addr);
@@ -216,7 +213,6 @@ impl Node {
         if notify {
             self.send(now, &p.addr, &Message::Disconnect, TrafficClass::Control);
         }
-        self.events.push_back(Event::Disconnect(p.addr.clone()));
         self.timers.cancel(Timer::Probe(id));
         if self.members.get(&id).is_some_and(|m| m.state.is_live()) {
             self.consider_passive(id, p.addr);
