@@ -125,63 +125,60 @@ impl ClientConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, Event, FunctionSpec, Identity, Node, Time};
+    use crate::testing::Lone;
+    use crate::{Config, FunctionSpec, Time};
 
     #[test]
     fn a_client_calls_through_a_node_without_knowing_the_cluster() {
-        let mut node = Node::new(
-            Config {
-                cluster_id: "prod".into(),
-                ..Config::default()
-            },
-            Identity {
-                id: NodeId::from_u128(1),
-                addr: Addr::new("ws://n1"),
-                incarnation: 1,
-            },
-            Time::ZERO,
-        )
-        .unwrap();
-        node.register(Time::ZERO, FunctionSpec::new("echo"))
+        let cfg = Config {
+            cluster_id: "prod".into(),
+            ..Config::default()
+        };
+        let mut n = Lone::new(cfg, 1);
+        n.node
+            .register(Time::ZERO, FunctionSpec::new("echo"))
             .unwrap();
         let mut c = ClientConn::new(None, 1 << 20);
-        let conn = Addr::new("ws://client#1");
-        let now = Time::from_millis(1);
-        let hello = node
-            .handle_frame(now, &conn, &c.hello())
-            .unwrap()
-            .hello
-            .unwrap();
-        assert_eq!(hello.role, Role::Client);
-        assert_eq!(hello.addr, conn, "clients stay keyed by their connection");
+        let label = Addr::new("client");
+        let conn = n.accept(&label);
+        n.frame_on(conn, &c.hello()).unwrap();
         let (token, frame) = c.call(&Call::new("echo").args("hi"));
-        let _ = node.handle_frame(now, &conn, &frame).unwrap();
-        let inv = std::iter::from_fn(|| node.poll_event())
-            .find_map(|e| match e {
-                Event::Invoke(i) => Some(i),
-                _ => None,
-            })
+        n.frame_on(conn, &frame).unwrap();
+        let inv = n.invocations.pop().unwrap();
+        n.node
+            .complete_invocation(n.now, inv.id, Ok(inv.args))
             .unwrap();
-        node.complete_invocation(now, inv.id, Ok(inv.args)).unwrap();
-        let mut got = Vec::new();
-        while let Some(t) = node.poll_transmit() {
-            assert_eq!(t.to, conn);
-            got.extend(c.handle_frame(&t.frame).unwrap());
-        }
+        n.drain();
+        let got: Vec<ClientEvent> = n
+            .sent
+            .iter()
+            .filter(|(a, _)| *a == label)
+            .filter_map(|(_, f)| c.handle_frame(f).unwrap())
+            .collect();
+        assert!(
+            matches!(&got[0], ClientEvent::Hello { cluster_id, .. } if cluster_id == "prod"),
+            "{got:?}"
+        );
         assert!(got.contains(&ClientEvent::Reply {
             token,
             result: Ok(Bytes::from("hi"))
         }));
         // Member-only messages from a client are refused.
         let gossip = wire::encode(&Message::Prune, 1, wire::ANY_CLUSTER);
-        assert!(node.handle_frame(now, &conn, &gossip).is_err());
+        assert!(n.frame_on(conn, &gossip).is_err());
+        n.sent.clear();
         let (_, q) = c.query(Query::Members);
-        let _ = node.handle_frame(now, &conn, &q).unwrap();
-        let answer = std::iter::from_fn(|| node.poll_transmit())
-            .find_map(|t| c.handle_frame(&t.frame).unwrap())
+        n.frame_on(conn, &q).unwrap();
+        let answer = n
+            .sent
+            .iter()
+            .find_map(|(_, f)| c.handle_frame(f).unwrap())
             .unwrap();
         assert!(
             matches!(answer, ClientEvent::Answer { answer: QueryAnswer::Members(m), .. } if m.len() == 1)
         );
+        // A client that goes away takes nothing with it: no dial back.
+        n.close(&label, crate::Closed::Lost);
+        assert!(n.dials.is_empty());
     }
 }

@@ -3,8 +3,9 @@
 //! found it.
 
 use bytes::Bytes;
+use mpreg_proto::testing::Lone;
 use mpreg_proto::wire::{self, Hello, MemberRecord, Message, Role};
-use mpreg_proto::{Addr, Config, Identity, MemberState, Node, NodeId, Time};
+use mpreg_proto::{Addr, Config, FrameError, Identity, MemberState, Node, NodeId, Time};
 
 const CLUSTER: &str = "fuzz";
 
@@ -15,16 +16,40 @@ fn config() -> Config {
     }
 }
 
-fn node_with(cfg: Config, i: u128) -> Node {
+/// A node under test whose peers are scripted: it reads like a `Node`,
+/// and frames come from addresses.
+struct N(Lone);
+
+impl std::ops::Deref for N {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0.node
+    }
+}
+
+impl std::ops::DerefMut for N {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.0.node
+    }
+}
+
+impl N {
+    fn handle_frame(&mut self, now: Time, from: &Addr, frame: &[u8]) -> Result<(), FrameError> {
+        self.0.now = now;
+        self.0.frame(from, frame)
+    }
+}
+
+fn node_with(cfg: Config, i: u128) -> N {
     let identity = Identity {
         id: NodeId::from_u128(i),
         addr: Addr::new(format!("sim://{i}")),
         incarnation: 1,
     };
-    Node::new(cfg, identity, Time::ZERO).unwrap()
+    N(Lone::with_identity(cfg, identity))
 }
 
-fn node(i: u128) -> Node {
+fn node(i: u128) -> N {
     node_with(config(), i)
 }
 
@@ -44,28 +69,30 @@ fn hello(id: NodeId, addr: &Addr, incarnation: u64) -> Message {
     })
 }
 
-fn transmits(n: &mut Node) -> Vec<(Addr, Bytes)> {
-    std::iter::from_fn(|| n.poll_transmit())
-        .map(|t| (t.to, t.frame))
-        .collect()
+/// Everything sent since the last call, by destination.
+fn transmits(n: &mut N) -> Vec<(Addr, Bytes)> {
+    n.0.drain();
+    n.0.events.clear();
+    n.0.sent.drain(..).collect()
 }
 
 /// node_inputs: a `Hello` claiming the node's own address made the node
-/// queue its own `Hello` to itself.
+/// queue its own `Hello` to itself. Now: such a connection is not keyed by
+/// the node's own address, and the node never dials itself.
 #[test]
 fn a_hello_from_the_nodes_own_address_is_not_answered_to_itself() {
     let mut n = node(1);
     let me = n.addr().clone();
-    let _ = n.handle_frame(Time::ZERO, &me, &frame(&hello(n.id(), &me, 1)));
-    let _ = n.handle_frame(
-        Time::ZERO,
-        &Addr::new(""),
-        &frame(&hello(NodeId::from_u128(2), &Addr::new(""), 1)),
-    );
-    for (to, _) in transmits(&mut n) {
-        assert_ne!(to, me, "the node sent to itself");
-        assert!(!to.as_str().is_empty(), "the node sent to an empty address");
-    }
+    let impostor = n.0.accept(&Addr::new("impostor"));
+    let _ = n.0.frame_on(impostor, &frame(&hello(n.id(), &me, 1)));
+    let stranger = n.0.accept(&Addr::new("stranger"));
+    let nobody = Addr::new("");
+    let _ = n.0.frame_on(stranger, &frame(&hello(NodeId::from_u128(2), &nobody, 1)));
+    // A runtime that dials the node's own address gets the connection closed.
+    n.0.conn(&me);
+    let _ = transmits(&mut n);
+    assert!(n.connections().all(|c| c.addr != me || c.closing));
+    assert!(n.0.dials.is_empty(), "{:?}", n.0.dials);
 }
 
 fn gossip(records: Vec<MemberRecord>) -> Vec<u8> {
@@ -88,7 +115,7 @@ fn record(id: NodeId, addr: &Addr, incarnation: u64, state: MemberState) -> Memb
 /// node_inputs: a record of the node itself at incarnation `u64::MAX`
 /// (gossiped or imported) overflowed the refutation's `incarnation + 1`.
 /// Member `i` (at `sim://i`) says Hello and joins through the node.
-fn join(n: &mut Node, i: u128) -> (NodeId, Addr) {
+fn join(n: &mut N, i: u128) -> (NodeId, Addr) {
     let (id, at) = (NodeId::from_u128(i), Addr::new(format!("sim://{i}")));
     let join = Message::Join(record(id, &at, 1, MemberState::Alive));
     let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
@@ -272,16 +299,15 @@ fn bridged_routes_obey_the_per_node_cap() {
 
 /// Runs `n`'s timers for `secs` seconds of virtual time, draining its
 /// output.
-fn run_timers(n: &mut Node, from: Time, secs: u64) {
+fn run_timers(n: &mut N, from: Time, secs: u64) {
     let end = from + std::time::Duration::from_secs(secs);
     for _ in 0..10_000 {
         let Some(t) = n.poll_timeout() else { break };
         if t > end {
             break;
         }
-        n.handle_timeout(t);
+        n.0.advance_to(t);
         let _ = transmits(n);
-        while n.poll_event().is_some() {}
     }
 }
 
@@ -321,6 +347,14 @@ fn durations_beyond_the_cap_are_refused_and_durations_at_it_run() {
         &mut cfg.calls.default_timeout,
         &mut cfg.calls.max_timeout,
         &mut cfg.calls.resend_backoff,
+        &mut cfg.connections.idle_timeout,
+        &mut cfg.connections.client_idle_timeout,
+        &mut cfg.connections.dial_timeout,
+        &mut cfg.connections.close_timeout,
+        &mut cfg.connections.backoff_min,
+        &mut cfg.connections.backoff_max,
+        &mut cfg.leave.grace,
+        &mut cfg.leave.flush_timeout,
     ] {
         *d = MAX_DURATION;
     }
@@ -474,21 +508,33 @@ fn the_suspicion_timeout_takes_any_number_of_confirmations() {
 
 /// node_inputs: with every session an active peer's (a view as large as
 /// `max_sessions`), a frame from a new address made a session past the
-/// cap: eviction only considered sessions of non-active peers.
+/// cap: eviction only considered sessions of non-active peers. The cap is
+/// `connections.max_connections` now, and holds the same way.
 #[test]
-fn sessions_stay_within_the_cap_when_active_peers_fill_it() {
+fn connections_stay_within_the_cap_when_active_peers_fill_it() {
     let mut cfg = config();
-    cfg.limits.max_sessions = 2;
+    cfg.connections.max_connections = 2;
     cfg.validate().unwrap();
     let mut n = node_with(cfg, 1);
     for i in [2u128, 3] {
         join(&mut n, i);
     }
     assert_eq!(n.active_view().len(), 2);
-    assert_eq!(n.session_count(), 2);
-    let (id, at) = (NodeId::from_u128(9), Addr::new("sim://9"));
-    let _ = n.handle_frame(Time::ZERO, &at, &frame(&hello(id, &at, 1)));
+    assert_eq!(n.connection_count(), 2);
+    // An accepted connection is refused; a dial finds no room either.
+    n.0.accept(&Addr::new("sim://9"));
+    let gossip = Message::Gossip(vec![wire::Update::Member(record(
+        NodeId::from_u128(9),
+        &Addr::new("sim://9"),
+        1,
+        MemberState::Alive,
+    ))]);
+    let _ = n.handle_frame(Time::ZERO, &Addr::new("sim://2"), &frame(&gossip));
     let _ = transmits(&mut n);
-    assert!(n.session_count() <= 2, "{} sessions", n.session_count());
-    assert!(n.metrics().limit_hits(mpreg_proto::Limit::Sessions) >= 1);
+    assert!(
+        n.connection_count() <= 2,
+        "{} connections",
+        n.connection_count()
+    );
+    assert!(n.metrics().limit_hits(mpreg_proto::Limit::Connections) >= 1);
 }

@@ -7,9 +7,10 @@ use bytes::Bytes;
 use mpreg_proto::wire::{
     self, CatalogDelta, CatalogEntry, Hello, MemberRecord, Message, Role, Update, UpdateId,
 };
+use mpreg_proto::testing::{Dial, Lone};
 use mpreg_proto::{
     Addr, Call, CallError, Config, Event, FnBody, FrameError, FunctionSpec, Identity, Limit,
-    MemberState, Node, NodeId, RegisterError, Time,
+    MemberState, NodeId, RegisterError, Time,
 };
 
 const CLUSTER: &str = "limits";
@@ -29,11 +30,22 @@ fn at(i: u128) -> Addr {
     Addr::new(format!("sim://{i}"))
 }
 
-/// The node under test (index 1), with its outputs collected.
+/// The node under test (index 1), its peers scripted by the test.
 struct Harness {
-    node: Node,
-    events: Vec<Event>,
-    sent: Vec<(Addr, Message, usize)>,
+    l: Lone,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Lone;
+    fn deref(&self) -> &Lone {
+        &self.l
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Lone {
+        &mut self.l
+    }
 }
 
 impl Harness {
@@ -44,28 +56,16 @@ impl Harness {
             incarnation: 1,
         };
         Harness {
-            node: Node::new(cfg, identity, Time::ZERO).unwrap(),
-            events: Vec::new(),
-            sent: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        let max = self.node.config().limits.max_frame_size;
-        while let Some(t) = self.node.poll_transmit() {
-            assert!(t.frame.len() <= max);
-            let (_, m) = wire::decode(&t.frame, max, None).unwrap();
-            self.sent.push((t.to, m, t.frame.len()));
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push(e);
+            l: Lone::with_identity(cfg, identity),
         }
     }
 
     fn frame_at(&mut self, now: Time, from: u128, msg: &Message) -> Result<(), FrameError> {
         let f = wire::encode(msg, wire::PROTOCOL_VERSION, wire::cluster_tag(CLUSTER));
-        let r = self.node.handle_frame(now, &at(from), &f).map(|_| ());
-        self.drain();
+        self.l.now = now;
+        let r = self.l.frame(&at(from), &f);
+        let max = self.node.config().limits.max_frame_size;
+        assert!(self.sent.iter().all(|(_, f)| f.len() <= max));
         r
     }
 
@@ -137,12 +137,8 @@ impl Harness {
         assert_eq!(reported, 1, "{limit:?} reported {reported} times");
     }
 
-    fn sent_to(&self, i: u128, kind: wire::MessageKind) -> Vec<&Message> {
-        self.sent
-            .iter()
-            .filter(|(a, m, _)| *a == at(i) && m.kind() == kind)
-            .map(|(_, m, _)| m)
-            .collect()
+    fn sent_to(&self, i: u128, kind: wire::MessageKind) -> Vec<Message> {
+        self.l.sent_to(&at(i), kind)
     }
 }
 
@@ -189,13 +185,12 @@ fn frame_size_in_and_out() {
     );
     big.resize(5000, 0);
     for _ in 0..2 {
-        let r = h.node.handle_frame(Time::ZERO, &at(2), &big);
+        let r = h.l.frame(&at(2), &big);
         assert!(matches!(
             r,
             Err(FrameError::Decode(wire::DecodeError::TooLarge { .. }))
         ));
     }
-    h.drain();
     assert_eq!(h.node.metrics().limit_hits(Limit::FrameSize), 2);
     // Outgoing: a call too large for a frame fails instead of being sent.
     h.learn(vec![record(2, "")]);
@@ -302,14 +297,7 @@ fn invocations() {
 impl Harness {
     /// Completes every invocation started so far with `reply`.
     fn complete_all(&mut self, reply: &[u8]) {
-        let started: Vec<_> = self
-            .events
-            .drain(..)
-            .filter_map(|e| match e {
-                Event::Invoke(i) => Some(i.id),
-                _ => None,
-            })
-            .collect();
+        let started: Vec<_> = self.invocations.drain(..).map(|i| i.id).collect();
         for inv in started {
             let r =
                 self.node
@@ -364,15 +352,47 @@ fn dedup_bytes() {
 }
 
 #[test]
-fn sessions() {
+fn connections() {
     let mut c = config();
-    c.limits.max_sessions = 2;
+    c.connections.max_connections = 2;
     let mut h = Harness::new(c);
+    // One connection (member 99's) is open; one more is accepted.
+    h.learn(vec![record(7, "")]);
+    h.catalog(7, &["g"]);
     for i in 2..=6 {
-        h.hello(i);
-        assert!(h.node.session_count() <= 2);
+        h.accept(&at(i));
+        assert!(h.node.connection_count() <= 2);
     }
-    h.assert_hit(Limit::Sessions);
+    assert_eq!(h.node.metrics().connections_refused, 4);
+    // A dial beyond the cap first closes the quietest unkept connection.
+    h.closed.clear();
+    h.l.node.call(Time::ZERO, Call::new("g")).unwrap();
+    h.drain();
+    assert_eq!(h.dials, vec![at(7)]);
+    assert_eq!(h.closed.len(), 1, "one connection closed to make room");
+    h.assert_hit(Limit::Connections);
+}
+
+#[test]
+fn held_bytes() {
+    let mut c = config();
+    c.connections.max_held_bytes = c.limits.max_frame_size;
+    let mut h = Harness::new(c);
+    h.learn(vec![record(2, "")]);
+    h.catalog(2, &["f"]);
+    // The dial hangs: frames pile up for member 2 until the cap.
+    h.dial = Dial::Hang;
+    let blob = vec![0u8; 6 << 20];
+    for _ in 0..3 {
+        h.l.node
+            .call(Time::ZERO, Call::new("f").args(blob.clone()))
+            .unwrap();
+    }
+    h.drain();
+    assert_eq!(h.dials, vec![at(2)], "one dial for everything held");
+    h.assert_hit(Limit::HeldBytes);
+    // Given up, the calls are sent again: they wait behind a new dial.
+    assert!(h.node.dialing_count() <= 1);
 }
 
 #[test]
@@ -414,9 +434,11 @@ fn queued_transmits() {
         wire::PROTOCOL_VERSION,
         wire::cluster_tag(CLUSTER),
     );
+    let conn = h.conn(&at(2));
+    h.sent.clear();
     for _ in 0..5 {
         // Not drained: the runtime is slow to send.
-        let _ = h.node.handle_frame(Time::ZERO, &at(2), &f);
+        let _ = h.l.node.handle_frame(Time::ZERO, conn, &f);
         assert!(h.node.queued_transmits() <= 2);
     }
     h.drain();
@@ -436,8 +458,8 @@ fn peer_input_rate() {
         accepted += 1;
         assert!(accepted < 10);
     }
-    // The first frame opens the session with a full bucket of two.
-    assert_eq!(accepted, 3);
+    // The connection opens with a full bucket of two.
+    assert_eq!(accepted, 2);
     assert_eq!(h.frame(2, &ping), Err(FrameError::RateLimited));
     // Another address has its own bucket; a second later there is a token.
     assert!(h.frame(3, &ping).is_ok());
@@ -454,7 +476,7 @@ fn peer_input_rate() {
     assert_eq!(h.node.running_invocations(), 0);
     let refused = h.sent_to(2, wire::MessageKind::Response);
     assert!(
-        matches!(refused[..], [Message::Response(r)] if r.result == Err(CallError::Overloaded)),
+        matches!(&refused[..], [Message::Response(r)] if r.result == Err(CallError::Overloaded)),
         "{refused:?}"
     );
 }
@@ -500,7 +522,7 @@ fn anti_entropy_pages() {
     h.frame(2, &Message::SyncPull(ids)).unwrap();
     let pages = h.sent_to(2, wire::MessageKind::SyncUpdates);
     assert_eq!(pages.len(), 1);
-    let page_bytes: Vec<usize> = h.sent.iter().map(|s| s.2).collect();
+    let page_bytes: Vec<usize> = h.sent.iter().map(|(_, f)| f.len()).collect();
     assert!(page_bytes.iter().all(|b| *b <= 1024 + 64), "{page_bytes:?}");
     h.assert_hit(Limit::SyncPages);
 }
@@ -530,7 +552,7 @@ fn a_call_for_another_member_id_does_not_run() {
     assert_eq!(h.node.running_invocations(), 0);
     let answers = h.sent_to(2, wire::MessageKind::Response);
     assert!(
-        matches!(answers[..], [Message::Response(r)] if r.result == Err(CallError::NotHere)),
+        matches!(&answers[..], [Message::Response(r)] if r.result == Err(CallError::NotHere)),
         "{answers:?}"
     );
     req.executor = Some(id(1));

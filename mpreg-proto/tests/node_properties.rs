@@ -1,21 +1,22 @@
 //! Properties of a whole node under arbitrary input.
 
+use mpreg_proto::testing::Lone;
 use mpreg_proto::wire::{self, CatalogDelta, CatalogEntry, MemberRecord, Message, Update};
-use mpreg_proto::{Addr, Config, FnBody, Identity, MemberState, Node, NodeId, Time};
+use mpreg_proto::{Addr, Config, ConnId, FnBody, MemberState, Node, NodeId, Time};
 use proptest::prelude::*;
 
+/// Node `id` with a connection (id 1) from a peer at `sim://9`.
 fn node(id: u128) -> Node {
-    let identity = Identity {
-        id: NodeId::from_u128(id),
-        addr: Addr::new(format!("sim://{id}")),
-        incarnation: 1,
-    };
-    Node::new(Config::default(), identity, Time::ZERO).unwrap()
+    let mut l = Lone::new(Config::default(), id);
+    l.conn(&Addr::new("sim://9"));
+    l.node
 }
+
+const PEER: ConnId = ConnId(1);
 
 fn drain(n: &mut Node) -> usize {
     let mut k = 0;
-    while n.poll_transmit().is_some() {
+    while n.poll_order().is_some() {
         k += 1;
     }
     while n.poll_event().is_some() {
@@ -100,8 +101,7 @@ proptest! {
         valid in proptest::collection::vec(update(), 0..5),
     ) {
         let mut n = node(1000);
-        let from = Addr::new("sim://9");
-        let _ = n.handle_frame(Time::from_millis(1), &from, &gossip(valid));
+        let _ = n.handle_frame(Time::from_millis(1), PEER, &gossip(valid));
         drain(&mut n);
         let before = (n.replicated_state(), n.state_digest(), n.poll_timeout());
         let mut frames = vec![garbage.clone()];
@@ -112,7 +112,7 @@ proptest! {
         wrong_cluster[4] ^= 1;
         frames.push(wrong_cluster);
         for f in frames {
-            if n.handle_frame(Time::from_millis(2), &from, &f).is_err() {
+            if n.handle_frame(Time::from_millis(2), PEER, &f).is_err() {
                 prop_assert_eq!(drain(&mut n), 0);
                 prop_assert_eq!(&(n.replicated_state(), n.state_digest(), n.poll_timeout()), &before);
             }
@@ -133,10 +133,9 @@ proptest! {
         // Two nodes with the same id see different update streams (as two
         // replicas of one node's view would).
         let (mut a, mut b) = (node(1000), node(1000));
-        let from = Addr::new("sim://9");
         for (n, ups) in [(&mut a, &a_updates), (&mut b, &b_updates)] {
             for u in shared.iter().chain(ups.iter()) {
-                let _ = n.handle_frame(Time::from_millis(1), &from, &gossip(vec![u.clone()]));
+                let _ = n.handle_frame(Time::from_millis(1), PEER, &gossip(vec![u.clone()]));
                 drain(n);
             }
         }
@@ -145,8 +144,8 @@ proptest! {
         prop_assert_eq!(same_state, same_digest);
         // Feeding each the other's full state makes them equal.
         let (sa, sb) = (a.replicated_state(), b.replicated_state());
-        let _ = a.handle_frame(Time::from_millis(2), &from, &gossip(sb));
-        let _ = b.handle_frame(Time::from_millis(2), &from, &gossip(sa));
+        let _ = a.handle_frame(Time::from_millis(2), PEER, &gossip(sb));
+        let _ = b.handle_frame(Time::from_millis(2), PEER, &gossip(sa));
         prop_assert_eq!(a.replicated_state(), b.replicated_state());
         prop_assert_eq!(a.state_digest(), b.state_digest());
     }
@@ -154,16 +153,12 @@ proptest! {
 
 #[test]
 fn a_node_never_sends_to_itself_and_answers_pings() {
-    let mut n = node(1);
+    let mut l = Lone::new(Config::default(), 1);
     let from = Addr::new("sim://2");
     let ping = wire::encode(&Message::Ping(7), 1, wire::cluster_tag("default"));
-    assert_eq!(
-        n.handle_frame(Time::ZERO, &from, &ping).unwrap().hello,
-        None
-    );
-    let out: Vec<_> = std::iter::from_fn(|| n.poll_transmit()).collect();
-    assert!(out.iter().all(|t| t.to == from));
-    let last = out.last().unwrap();
-    let (_, msg) = wire::decode(&last.frame, usize::MAX, None).unwrap();
-    assert!(matches!(msg, Message::Ack(wire::Ack { seq: 7, .. })));
+    l.frame(&from, &ping).unwrap();
+    let out = l.messages();
+    assert!(out.iter().all(|(to, _)| *to == from));
+    assert!(matches!(out.last(), Some((_, Message::Ack(wire::Ack { seq: 7, .. })))));
+    assert!(l.dials.is_empty());
 }

@@ -257,6 +257,28 @@ impl Node {
     }
 
     pub(super) fn on_dialed(&mut self, now: Time, addr: &Addr, id: ConnId) {
+        if *addr == self.addr || unnamed(addr) {
+            // Never ordered: this node does not talk to itself.
+            let mut c = self.new_conn(now, addr.clone(), true);
+            c.closing = Some(now);
+            self.conns.map.entry(id).or_insert(c);
+            self.orders.push_back(Order::Close(id));
+            return;
+        }
+        let ordered = self.conns.dialing.contains_key(addr);
+        if !ordered
+            && !self.conns.map.contains_key(&id)
+            && self.conn_count() >= self.cfg.connections.max_connections
+        {
+            // A connection this node did not ask for, beyond the cap.
+            self.limit_hit(Limit::Connections);
+            self.metrics.connections_refused += 1;
+            let mut c = self.new_conn(now, addr.clone(), true);
+            c.closing = Some(now);
+            self.conns.map.insert(id, c);
+            self.orders.push_back(Order::Close(id));
+            return;
+        }
         let held = self.conns.dialing.remove(addr).unwrap_or_default();
         self.conns.backoff.remove(addr);
         if let Some(c) = self.conns.map.get(&id) {
@@ -430,10 +452,11 @@ impl Node {
 
     /// Queues a `Send` order.
     fn emit(&mut self, conn: ConnId, frame: Bytes, class: TrafficClass) {
-        if self.orders.len() >= self.cfg.limits.max_queued_transmits {
+        if self.queued_sends >= self.cfg.limits.max_queued_transmits {
             self.limit_hit(Limit::QueuedTransmits);
             return;
         }
+        self.queued_sends += 1;
         self.orders
             .push_back(Order::Send(Transmit { conn, frame, class }));
     }
@@ -556,9 +579,12 @@ impl Node {
         c.incarnation = h.incarnation;
         c.role = h.role;
         c.version = h.max_version.min(wire::PROTOCOL_VERSION);
+        // Keyed by the advertised address, unless it is empty, made up, or
+        // this node's own (an impostor or a misconfigured peer).
         let rekey = h.role == Role::Member
             && !h.addr.as_str().is_empty()
             && !unnamed(&h.addr)
+            && h.addr != self.addr
             && c.key != h.addr;
         let mut key = c.key.clone();
         let hello_sent = c.hello_sent;

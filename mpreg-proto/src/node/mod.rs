@@ -160,6 +160,8 @@ pub struct Node {
     fed: federation::Federation,
     timers: Timers,
     orders: VecDeque<Order>,
+    /// `Send`s among `orders`.
+    queued_sends: usize,
     events: VecDeque<Event>,
     metrics: Metrics,
     limits_reported: u32,
@@ -198,6 +200,7 @@ impl Node {
             fed: federation::Federation::default(),
             timers: Timers::default(),
             orders: VecDeque::new(),
+            queued_sends: 0,
             events: VecDeque::new(),
             metrics: Metrics::default(),
             limits_reported: 0,
@@ -356,6 +359,12 @@ impl Node {
     /// Orders waiting in `poll_order`.
     pub fn queued_orders(&self) -> usize {
         self.orders.len()
+    }
+
+    /// [`Order::Send`]s waiting in `poll_order` (bounded by
+    /// `limits.max_queued_transmits`).
+    pub fn queued_transmits(&self) -> usize {
+        self.queued_sends
     }
 
     /// Calls this node is waiting on.
@@ -878,8 +887,10 @@ impl Node {
     /// events, then ask for the deadline.
     pub fn poll_order(&mut self) -> Option<Order> {
         let o = self.orders.pop_front();
-        if o.is_none() {
-            shrink(&mut self.orders);
+        match o {
+            Some(Order::Send(_)) => self.queued_sends -= 1,
+            None => shrink(&mut self.orders),
+            Some(_) => {}
         }
         o
     }
