@@ -3,7 +3,7 @@
 
 use crate::net::{self, Kind};
 use clap::Args;
-use mpreg_tokio::{FunctionSpec, Node, NodeEvent, NodeId, Observed, Settings};
+use mpreg_tokio::{Event, FunctionSpec, Node, NodeId, Observed, Settings};
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ impl Demo {
     async fn until(
         &mut self,
         what: &str,
-        mut on_event: impl FnMut(usize, &NodeEvent) -> bool,
+        mut on_event: impl FnMut(usize, &Event) -> bool,
     ) -> Result<Instant, String> {
         let deadline = tokio::time::Instant::now() + self.step_timeout;
         loop {
@@ -142,10 +142,10 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let at = d
         .until("full membership", |i, e| {
             match e {
-                NodeEvent::MemberUp { id, .. } => {
+                Event::MemberUp { id, .. } => {
                     up[i].insert(*id);
                 }
-                NodeEvent::MemberDown { id } | NodeEvent::MemberLeft { id } => {
+                Event::MemberDown { id } | Event::MemberLeft { id } => {
                     up[i].remove(id);
                 }
                 _ => {}
@@ -174,7 +174,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let mut have: HashSet<usize> = HashSet::from([host]);
     let at = d
         .until("the function in every catalog", |i, e| {
-            if matches!(e, NodeEvent::FunctionAdded { node, name, .. } if *node == host_id && name == "embed")
+            if matches!(e, Event::FunctionAdded { node, name, .. } if *node == host_id && name == "embed")
             {
                 have.insert(i);
             }
@@ -223,7 +223,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let mut dead: HashSet<usize> = HashSet::new();
     let at = d
         .until("crash detection", |i, e| {
-            if *e == (NodeEvent::MemberDown { id: victim_id }) {
+            if *e == (Event::MemberDown { id: victim_id }) {
                 dead.insert(i);
             }
             dead.len() == n - 1
@@ -252,7 +252,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let mut left: HashSet<usize> = HashSet::new();
     let at = d
         .until("graceful leave", |i, e| {
-            if *e == (NodeEvent::MemberLeft { id: leaver_id }) {
+            if *e == (Event::MemberLeft { id: leaver_id }) {
                 left.insert(i);
             }
             left.len() == n - 2
@@ -265,7 +265,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     leaving.await.map_err(|e| format!("leave: {e}"))?;
 
     for node in d.nodes.iter().flatten() {
-        node.leave_with_grace(Duration::from_secs(1)).await;
+        node.leave().await;
     }
     say!(
         "demo OK: every step succeeded in {:.2} s",

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use mpreg_proto::wire::{self, Message, PROTOCOL_VERSION};
-use mpreg_proto::{Addr, TrafficClass};
+use mpreg_proto::{Addr, chunk};
 use mpreg_tokio::transport::{Listener, MessageSink, MessageStream, Transport};
 use std::collections::HashMap;
 use std::io;
@@ -255,30 +255,17 @@ pub struct TestSink<S> {
     newer: Option<u32>,
 }
 
-/// Header bits of mpreg-tokio chunks (see `mpreg_tokio::chunk`).
-const FIRST_LAST: u8 = 0b1100;
-
-fn class_of(lane: u8) -> TrafficClass {
-    match lane & 0b11 {
-        0 => TrafficClass::Control,
-        1 => TrafficClass::Broadcast,
-        _ => TrafficClass::Call,
-    }
-}
-
 impl<S: MessageSink> MessageSink for TestSink<S> {
     async fn feed(&mut self, message: Bytes) -> io::Result<()> {
         if let Some(p) = self.peer {
             self.net.open(self.me, p).await;
         }
-        let whole = message.len() > 5 && message[0] & FIRST_LAST == FIRST_LAST;
-        let Some(count) = self.newer.as_mut().filter(|_| whole) else {
+        let whole = chunk::whole(&message).zip(chunk::class_of(&message));
+        let (Some(count), Some((frame, class))) = (self.newer.as_mut(), whole) else {
             return self.inner.feed(message).await;
         };
-        let class = class_of(message[0]);
-        let frame = &message[5..];
         if let Some(h) = newer_hello(frame) {
-            for c in mpreg_tokio::chunk::chunks(class, Bytes::from(h)) {
+            for c in chunk::chunks(class, Bytes::from(h)) {
                 self.inner.feed(c).await?;
             }
             return Ok(());
@@ -288,7 +275,7 @@ impl<S: MessageSink> MessageSink for TestSink<S> {
         self.inner.feed(message).await?;
         if let Some(f) = extra {
             *count = 0;
-            for c in mpreg_tokio::chunk::chunks(class, Bytes::from(f)) {
+            for c in chunk::chunks(class, Bytes::from(f)) {
                 self.inner.feed(c).await?;
             }
         }

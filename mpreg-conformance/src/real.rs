@@ -7,7 +7,7 @@ use crate::{CallSpec, Change, Harness, Seen, config, reply_of};
 use bytes::Bytes;
 use mpreg_proto::{CallError, Config, FunctionSpec, MemberState, Metrics, NodeId};
 use mpreg_tokio::transport::Transport;
-use mpreg_tokio::{Events, Node, NodeEvent, Settings};
+use mpreg_tokio::{Event, Events, Node, Settings};
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,10 +68,10 @@ impl<T: Transport> RealHarness<T> {
             let Some(ev) = ev else { continue };
             while let Some(o) = ev.try_next() {
                 let change = match o.event {
-                    NodeEvent::MemberUp { id, .. } => Change::Up(id),
-                    NodeEvent::MemberSuspect { id } => Change::Suspect(id),
-                    NodeEvent::MemberDown { id } => Change::Down(id),
-                    NodeEvent::MemberLeft { id } => Change::Left(id),
+                    Event::MemberUp { id, .. } => Change::Up(id),
+                    Event::MemberSuspect { id } => Change::Suspect(id),
+                    Event::MemberDown { id } => Change::Down(id),
+                    Event::MemberLeft { id } => Change::Left(id),
                     _ => continue,
                 };
                 self.seen.push(Seen {
@@ -108,7 +108,7 @@ impl<T: Transport> Harness for RealHarness<T> {
         s.name = format!("n{i}");
         s.protocol = self.config.clone();
         s.seeds = seeds.iter().map(|j| self.node(*j).addr().clone()).collect();
-        s.runtime.dial_timeout = Duration::from_secs(2);
+        s.protocol.connections.dial_timeout = Duration::from_secs(2);
         let node = self
             .rt
             .block_on(Node::start_with(transport, s))

@@ -7,18 +7,20 @@
 //! cargo run -p mpreg-proto --example udp_cluster
 //! ```
 //!
-//! UDP needs no connections: a frame goes to the address in its
-//! `Transmit`, and a datagram is attributed to its source address, which is
-//! the sender's own socket — the address it advertises. `Event::Connect`
-//! and `Event::Disconnect` need nothing here.
+//! UDP has no connections, so each peer socket is one "connection": a
+//! dial is answered at once with the id of that socket's peer, and a
+//! datagram from a new socket is an accepted connection. Every rule —
+//! whom to talk to, when to give up, how to leave — is the core's.
 
 use bytes::Bytes;
 use mpreg_proto::{
-    Addr, Call, CallError, Config, Event, FunctionSpec, Identity, Node, NodeId, Time,
+    Addr, Call, CallError, Closed, Config, ConnId, Event, FunctionSpec, Identity, Node, NodeId,
+    Order, Time,
 };
+use std::collections::HashMap;
 use std::error::Error;
 use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ fn now(epoch: Instant) -> Time {
 }
 
 /// One node's thread: wait for a datagram or the next deadline, feed the
-/// core, then drain what it produced.
+/// core, then carry out what it ordered.
 fn run(
     mut node: Node,
     sock: UdpSocket,
@@ -41,8 +43,12 @@ fn run(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65_536];
-    let mut called = false;
-    while !stop.load(Ordering::Relaxed) {
+    let mut peers: HashMap<SocketAddr, ConnId> = HashMap::new();
+    let (mut ids, mut called) = (0.., false);
+    loop {
+        if stop.load(Ordering::Relaxed) && node.status() == mpreg_proto::Status::Active {
+            node.leave(now(epoch)); // drains, says `Left`, closes, then Stop
+        }
         // Rule 2: sleep until the next deadline (bounded, to notice `stop`).
         let t = now(epoch);
         let wait = node
@@ -51,12 +57,15 @@ fn run(
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         sock.set_read_timeout(Some(wait))?;
         match sock.recv_from(&mut buf) {
-            // Rule 3: frames in, keyed by the sender's address.
+            // Frames in, on the sender's connection.
             Ok((n, from)) => {
-                let from = Addr::new(format!("udp://{from}"));
-                // A rejected frame changes nothing; the connection (here:
-                // none) stays usable.
-                let _ = node.handle_frame(now(epoch), &from, &buf[..n]);
+                let conn = *peers.entry(from).or_insert_with(|| {
+                    let id = ConnId(ids.next().unwrap_or_default());
+                    node.handle_accepted(now(epoch), id);
+                    id
+                });
+                // A rejected frame changes nothing.
+                let _ = node.handle_frame(now(epoch), conn, &buf[..n]);
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),
@@ -65,28 +74,47 @@ fn run(
         if node.poll_timeout().is_some_and(|d| t >= d) {
             node.handle_timeout(t);
         }
-        // Rule 1: drain transmits, then events, until both are empty.
+        // Rule 1: carry out every order, then read every event.
         loop {
-            while let Some(tx) = node.poll_transmit() {
-                let to = tx.to.as_str().strip_prefix("udp://").unwrap_or_default();
-                if sock.send_to(&tx.frame, to).is_err() {
-                    node.handle_unreachable(t, &tx.to);
+            if let Some(order) = node.poll_order() {
+                match order {
+                    Order::Dial(addr) => match addr.url().and_then(|u| u.authority.parse().ok()) {
+                        Some(to) => {
+                            let conn = *peers
+                                .entry(to)
+                                .or_insert_with(|| ConnId(ids.next().unwrap_or_default()));
+                            node.handle_dialed(t, &addr, conn);
+                        }
+                        None => node.handle_dial_failed(t, &addr),
+                    },
+                    Order::Send(tx) => {
+                        let to = peers.iter().find(|(_, c)| **c == tx.conn).map(|(a, _)| *a);
+                        if to.is_none_or(|to| sock.send_to(&tx.frame, to).is_err()) {
+                            node.handle_closed(t, tx.conn, Closed::Lost);
+                        }
+                    }
+                    Order::Close(conn) | Order::Abort(conn) => {
+                        peers.retain(|_, c| *c != conn);
+                        node.handle_closed(t, conn, Closed::Clean);
+                    }
+                    // Run the handler (quick here, so inline).
+                    Order::Invoke(inv) => {
+                        let result = std::str::from_utf8(&inv.args)
+                            .ok()
+                            .and_then(|s| s.parse::<i64>().ok())
+                            .map(|n| Bytes::from((2 * n).to_string()))
+                            .ok_or_else(|| "double takes an integer".to_string());
+                        let _ = node.complete_invocation(t, inv.id, result);
+                    }
+                    Order::Cancel(_) => {}
+                    Order::Stop => return Ok(()),
                 }
+                continue;
             }
             let Some(event) = node.poll_event() else {
                 break;
             };
             match event {
-                // Rule 5: run the handler (quick here, so inline) and hand
-                // the result back.
-                Event::Invoke(inv) => {
-                    let result = std::str::from_utf8(&inv.args)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .map(|n| Bytes::from((2 * n).to_string()))
-                        .ok_or_else(|| "double takes an integer".to_string());
-                    let _ = node.complete_invocation(t, inv.id, result);
-                }
                 Event::MemberUp { addr, .. } => println!("{}: {addr} is up", node.addr()),
                 Event::FunctionAdded { name, .. } if caller && !called && name == "double" => {
                     called = true;
@@ -102,13 +130,6 @@ fn run(
             }
         }
     }
-    // A graceful exit: announce `Left` and flush it.
-    node.leave(now(epoch));
-    while let Some(tx) = node.poll_transmit() {
-        let to = tx.to.as_str().strip_prefix("udp://").unwrap_or_default();
-        let _ = sock.send_to(&tx.frame, to);
-    }
-    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -131,6 +152,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         };
         // Every frame must fit in one datagram.
         config.limits.max_frame_size = 60_000;
+        config.connections.max_held_bytes = 60_000;
         config.dissemination.sync_page_bytes = 16 * 1024;
         let identity = Identity {
             id: NodeId::from_u128(1 + i as u128),

@@ -57,6 +57,14 @@ pub fn class_of(chunk: &[u8]) -> Option<TrafficClass> {
     }
 }
 
+/// The frame a chunk carries whole (a FIRST and LAST chunk), if it does:
+/// for tools that look at frames in flight.
+pub fn whole(chunk: &[u8]) -> Option<&[u8]> {
+    let flags = *chunk.first()?;
+    (flags & (FIRST | LAST) == FIRST | LAST && chunk.len() >= FIRST_HEADER)
+        .then(|| &chunk[FIRST_HEADER..])
+}
+
 /// Every chunk of one frame, in order: how a peer of another implementation
 /// (or a test) sends a frame of `class`.
 pub fn chunks(class: TrafficClass, frame: Bytes) -> impl Iterator<Item = Bytes> {

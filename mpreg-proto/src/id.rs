@@ -83,6 +83,49 @@ impl Addr {
     }
 }
 
+/// The parts of a transport URL, `scheme://host:port[/path]` (IPv6 hosts
+/// in brackets): the one parser every runtime and the configuration use.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct Url<'a> {
+    /// `ws`, `quic`, … (lowercase).
+    pub scheme: &'a str,
+    /// `host:port` as written.
+    pub authority: &'a str,
+    /// The host, without IPv6 brackets.
+    pub host: &'a str,
+    /// The port (never 0).
+    pub port: u16,
+    /// What follows the authority's `/` (empty if nothing).
+    pub path: &'a str,
+}
+
+impl Addr {
+    /// The address as a URL, if it is one (`None` for `sim://3`-style
+    /// addresses without a port, and anything malformed).
+    pub fn url(&self) -> Option<Url<'_>> {
+        let (scheme, rest) = self.0.split_once("://")?;
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = authority.rsplit_once(':')?;
+        let host = match host.strip_prefix('[') {
+            Some(h) => h.strip_suffix(']')?,
+            None if host.contains(':') => return None,
+            None => host,
+        };
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        (scheme_ok && !host.is_empty()).then_some(Url {
+            scheme,
+            authority,
+            host,
+            port,
+            path,
+        })
+    }
+}
+
 impl fmt::Debug for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -159,6 +202,36 @@ mod tests {
         assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
         assert_eq!(id.prefix(4), 15);
         assert_eq!(NodeId::from_u128(1).prefix(8), 0);
+    }
+
+    #[test]
+    fn urls_parse_in_one_place() {
+        let a = Addr::new("quic://127.0.0.1:7000/sha256=ab");
+        let u = a.url().unwrap();
+        assert_eq!(
+            (u.scheme, u.authority, u.host, u.port, u.path),
+            ("quic", "127.0.0.1:7000", "127.0.0.1", 7000, "sha256=ab")
+        );
+        let b = Addr::new("ws://[::1]:9");
+        let u = b.url().unwrap();
+        assert_eq!(
+            (u.host, u.port, u.path, u.authority),
+            ("::1", 9, "", "[::1]:9")
+        );
+        for bad in [
+            "ws://a",
+            "ws://:1",
+            "ws://a:0",
+            "ws://a:x/",
+            "Ws://a:1",
+            "a:1",
+            "ws://::1:9",
+            "sim://3",
+            "",
+            "conn:7",
+        ] {
+            assert_eq!(Addr::new(bad).url(), None, "{bad}");
+        }
     }
 
     #[test]

@@ -174,12 +174,12 @@ pub mod wire;
 pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet, Route};
 pub use client::{ClientConn, ClientEvent};
 pub use config::{
-    BridgeConfig, CallConfig, Config, ConfigError, DisseminationConfig, FederationConfig, Limits,
-    MembershipConfig, OverlayConfig, Policy,
+    BridgeConfig, CallConfig, Config, ConfigError, ConnectionConfig, DisseminationConfig,
+    FederationConfig, LeaveConfig, Limits, MembershipConfig, OverlayConfig, Policy,
 };
 pub use error::{CallError, FrameError, InvocationError, RegisterError};
 pub use event::{Closed, ConnId, Event, Invocation, Order, TrafficClass, Transmit};
-pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId};
+pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId, Url};
 pub use members::MemberState;
 pub use metrics::{Limit, Metrics, PerKind, RejectReason};
 pub use node::{Call, ConnView, Identity, MemberView, Node, Status};

@@ -242,11 +242,29 @@ impl Lone {
 pub type Handler = Box<dyn FnMut(usize, &Invocation) -> (Duration, Result<Bytes, String>)>;
 
 enum Item {
-    Frame { to: usize, conn: ConnId, frame: Bytes },
-    Opened { dialer: usize, addr: Addr, to: usize },
-    DialFailed { node: usize, addr: Addr },
-    Closed { node: usize, conn: ConnId },
-    Done { node: usize, inv: InvocationId, result: Result<Bytes, String> },
+    Frame {
+        to: usize,
+        conn: ConnId,
+        frame: Bytes,
+    },
+    Opened {
+        dialer: usize,
+        addr: Addr,
+        to: usize,
+    },
+    DialFailed {
+        node: usize,
+        addr: Addr,
+    },
+    Closed {
+        node: usize,
+        conn: ConnId,
+    },
+    Done {
+        node: usize,
+        inv: InvocationId,
+        result: Result<Bytes, String>,
+    },
 }
 
 /// Nodes on an in-memory network: every hop takes `latency`, connections
@@ -349,7 +367,9 @@ impl Net {
         for e in mine {
             if let Some(other) = self.ends.remove(&e) {
                 self.ends.remove(&other);
-                self.with(other.0, |n, now| n.handle_closed(now, other.1, Closed::Lost));
+                self.with(other.0, |n, now| {
+                    n.handle_closed(now, other.1, Closed::Lost)
+                });
             }
         }
     }
@@ -383,7 +403,14 @@ impl Net {
                     && !self.cut.contains(&i)
                     && !self.cut.contains(&to)
                 {
-                    self.push(at, Item::Frame { to, conn, frame: t.frame });
+                    self.push(
+                        at,
+                        Item::Frame {
+                            to,
+                            conn,
+                            frame: t.frame,
+                        },
+                    );
                 }
             }
             Order::Dial(a) => {
@@ -393,23 +420,41 @@ impl Net {
                     .and_then(|s| s.parse::<usize>().ok())
                     .filter(|t| self.node(*t).is_some() && *t != i);
                 match to {
-                    Some(to) if !self.cut.contains(&i) && !self.cut.contains(&to) => {
-                        self.push(at + self.latency, Item::Opened { dialer: i, addr: a, to })
-                    }
+                    Some(to) if !self.cut.contains(&i) && !self.cut.contains(&to) => self.push(
+                        at + self.latency,
+                        Item::Opened {
+                            dialer: i,
+                            addr: a,
+                            to,
+                        },
+                    ),
                     _ => self.push(at, Item::DialFailed { node: i, addr: a }),
                 }
             }
             Order::Close(c) | Order::Abort(c) => {
                 if let Some(other) = self.ends.remove(&(i, c)) {
                     self.ends.remove(&other);
-                    self.push(at, Item::Closed { node: other.0, conn: other.1 });
+                    self.push(
+                        at,
+                        Item::Closed {
+                            node: other.0,
+                            conn: other.1,
+                        },
+                    );
                 }
                 self.push(at, Item::Closed { node: i, conn: c });
             }
             Order::Invoke(inv) => {
                 let (took, result) = (self.handler)(i, &inv);
                 self.invocations.push((i, inv.clone()));
-                self.push(self.now + took, Item::Done { node: i, inv: inv.id, result });
+                self.push(
+                    self.now + took,
+                    Item::Done {
+                        node: i,
+                        inv: inv.id,
+                        result,
+                    },
+                );
             }
             Order::Cancel(_) => {}
             Order::Stop => self.nodes[i] = None,
@@ -428,7 +473,9 @@ impl Net {
             }
             Item::Opened { dialer, addr, to } => {
                 if self.node(to).is_none() || self.node(dialer).is_none() {
-                    return self.with(dialer, |n, now| n.handle_dial_failed(now, &addr)).unwrap_or(());
+                    return self
+                        .with(dialer, |n, now| n.handle_dial_failed(now, &addr))
+                        .unwrap_or(());
                 }
                 let (a, b) = (self.fresh(), self.fresh());
                 self.ends.insert((dialer, a), (to, b));

@@ -87,7 +87,8 @@ fn a_hello_from_the_nodes_own_address_is_not_answered_to_itself() {
     let _ = n.0.frame_on(impostor, &frame(&hello(n.id(), &me, 1)));
     let stranger = n.0.accept(&Addr::new("stranger"));
     let nobody = Addr::new("");
-    let _ = n.0.frame_on(stranger, &frame(&hello(NodeId::from_u128(2), &nobody, 1)));
+    let _ =
+        n.0.frame_on(stranger, &frame(&hello(NodeId::from_u128(2), &nobody, 1)));
     // A runtime that dials the node's own address gets the connection closed.
     n.0.conn(&me);
     let _ = transmits(&mut n);

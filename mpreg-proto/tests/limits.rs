@@ -4,10 +4,10 @@
 //! from a node with an empty active view.
 
 use bytes::Bytes;
+use mpreg_proto::testing::{Dial, Lone};
 use mpreg_proto::wire::{
     self, CatalogDelta, CatalogEntry, Hello, MemberRecord, Message, Role, Update, UpdateId,
 };
-use mpreg_proto::testing::{Dial, Lone};
 use mpreg_proto::{
     Addr, Call, CallError, Config, Event, FnBody, FrameError, FunctionSpec, Identity, Limit,
     MemberState, NodeId, RegisterError, Time,

@@ -159,6 +159,9 @@ fn a_node_never_sends_to_itself_and_answers_pings() {
     l.frame(&from, &ping).unwrap();
     let out = l.messages();
     assert!(out.iter().all(|(to, _)| *to == from));
-    assert!(matches!(out.last(), Some((_, Message::Ack(wire::Ack { seq: 7, .. })))));
+    assert!(matches!(
+        out.last(),
+        Some((_, Message::Ack(wire::Ack { seq: 7, .. })))
+    ));
     assert!(l.dials.is_empty());
 }

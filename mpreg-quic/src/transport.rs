@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! stream open:  [lane: u8]
-//! message:      [len: u32 BE, len > 0][len bytes]   (a chunk of mpreg-tokio)
+//! message:      [len: u32 BE, len > 0][len bytes]   (a chunk, mpreg_proto::chunk)
 //! clean close:  [0u32] then FIN, on every stream
 //! ```
 //!
@@ -18,7 +18,8 @@
 use crate::QuicConfig;
 use crate::tls::{Tls, TlsError, pin_path};
 use bytes::Bytes;
-use mpreg_proto::Addr;
+use mpreg_proto::chunk;
+use mpreg_proto::{Addr, TrafficClass};
 use mpreg_tokio::transport::{Listener, MessageSink, MessageStream, Transport};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -94,15 +95,9 @@ impl QuicTransport {
 
 /// `(host, port, path)` of `quic://host:port[/path]`.
 pub(crate) fn parse_url(addr: &Addr) -> Option<(&str, u16, &str)> {
-    let rest = addr.as_str().strip_prefix("quic://")?;
-    let (auth, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (host, port) = auth.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port = port.parse().ok().filter(|p| *p != 0)?;
-    (!host.is_empty()).then_some((host, port, path))
+    addr.url()
+        .filter(|u| u.scheme == "quic")
+        .map(|u| (u.host, u.port, u.path))
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -318,11 +313,13 @@ pub struct QuicSink {
 
 impl MessageSink for QuicSink {
     async fn feed(&mut self, message: Bytes) -> io::Result<()> {
-        let Some(&first) = message.first() else {
-            return Err(invalid("empty message"));
+        let lane = match chunk::class_of(&message) {
+            Some(TrafficClass::Control) => 0,
+            Some(TrafficClass::Broadcast) => 1,
+            Some(TrafficClass::Call) => 2,
+            None => return Err(invalid("not a chunk")),
         };
         let len = u32::try_from(message.len()).map_err(|_| invalid("message too large"))?;
-        let lane = usize::from(first & 0b11).min(LANES - 1);
         let stream = &mut self.streams[lane];
         stream
             .write_all_chunks(&mut [Bytes::copy_from_slice(&len.to_be_bytes()), message])

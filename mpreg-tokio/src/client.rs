@@ -13,8 +13,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::chunk::MAX_CHUNK;
 use crate::conn::{self, ConnEvent, Outbox};
+use mpreg_proto::chunk::MAX_CHUNK;
 use crate::node::{CallBuilder, FunctionEntry, Target};
 use crate::transport::Transport;
 use crate::ws::WsTransport;
@@ -95,11 +95,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, ClientError> {
         let addr = Addr::new(url.trim());
-        if !addr
-            .as_str()
-            .strip_prefix(transport.scheme())
-            .is_some_and(|r| r.starts_with("://") && r.len() > 3)
-        {
+        if addr.url().is_none_or(|u| u.scheme != transport.scheme()) {
             return Err(ClientError::Url(url.to_string()));
         }
         let (sink, stream) = tokio::time::timeout(timeout, transport.dial(&addr, MAX_CHUNK))

@@ -222,39 +222,27 @@ section!(RawLimits, LimitsLayer, "limits", mpreg_proto::Limits,
     dur: [],
     num: [max_frame_size: usize, max_members: usize, max_functions_per_node: usize,
           max_catalog_entries: usize, max_pending_calls: usize, max_invocations: usize,
-          max_dedup_entries: usize, max_dedup_bytes: usize, max_sessions: usize, peer_frames_per_sec: u32,
+          max_dedup_entries: usize, max_dedup_bytes: usize, peer_frames_per_sec: u32,
           peer_frame_burst: u32]);
 
-section!(RawRuntime, RuntimeLayer, "runtime", RuntimeSettings,
-    dur: [idle_timeout, client_idle_timeout, dial_timeout, leave_grace, flush_timeout,
-          backoff_min, backoff_max],
-    num: [max_connections: usize, queue_control_bytes: usize, queue_broadcast_bytes: usize,
-          queue_call_bytes: usize]);
+section!(RawConnections, ConnectionsLayer, "connections", mpreg_proto::ConnectionConfig,
+    dur: [idle_timeout, client_idle_timeout, dial_timeout, close_timeout, backoff_min,
+          backoff_max],
+    num: [max_connections: usize, max_held_bytes: usize]);
 
-/// How the runtime manages connections, handlers and shutdown.
+section!(RawLeave, LeaveLayer, "leave", mpreg_proto::LeaveConfig,
+    dur: [grace, flush_timeout],
+    num: []);
+
+section!(RawRuntime, RuntimeLayer, "runtime", RuntimeSettings,
+    dur: [],
+    num: [queue_control_bytes: usize, queue_broadcast_bytes: usize, queue_call_bytes: usize]);
+
+/// What only the runtime decides: how much a connection may queue. Every
+/// rule of the protocol, connections and leave included, is the core's
+/// ([`Config`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuntimeSettings {
-    /// A connection nobody keeps (not in the active view) is closed after
-    /// this long without traffic. Default 10 s.
-    pub idle_timeout: Duration,
-    /// A client connection is closed after this long without traffic.
-    /// Default 1 h.
-    pub client_idle_timeout: Duration,
-    /// Longest a dial (TCP connect + WebSocket upgrade) or an accepted
-    /// handshake may take. Default 5 s.
-    pub dial_timeout: Duration,
-    /// On `leave`, how long calls already running may take to finish.
-    /// Default 5 s.
-    pub leave_grace: Duration,
-    /// On `leave`, how long to wait for outboxes to flush. Default 2 s.
-    pub flush_timeout: Duration,
-    /// First wait before re-dialling an address that failed. Default 100 ms.
-    pub backoff_min: Duration,
-    /// The wait doubles per failure up to this. Default 2 s.
-    pub backoff_max: Duration,
-    /// Open connections at most (more accepted ones are refused).
-    /// Default 4,096.
-    pub max_connections: usize,
     /// Per-connection cap of queued control frames. Default 4 MiB.
     pub queue_control_bytes: usize,
     /// Per-connection cap of queued broadcast frames. Default 32 MiB.
@@ -266,14 +254,6 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
-            idle_timeout: Duration::from_secs(10),
-            client_idle_timeout: Duration::from_secs(3600),
-            dial_timeout: Duration::from_secs(5),
-            leave_grace: Duration::from_secs(5),
-            flush_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
-            max_connections: 4096,
             queue_control_bytes: 4 << 20,
             queue_broadcast_bytes: 32 << 20,
             queue_call_bytes: 64 << 20,
@@ -363,6 +343,8 @@ struct RawLayer {
     dissemination: Option<RawDissemination>,
     calls: Option<RawCalls>,
     limits: Option<RawLimits>,
+    connections: Option<RawConnections>,
+    leave: Option<RawLeave>,
     runtime: Option<RawRuntime>,
     federation: Option<RawFederation>,
 }
@@ -591,6 +573,8 @@ pub struct Layer {
     pub dissemination: DisseminationLayer,
     pub calls: CallsLayer,
     pub limits: LimitsLayer,
+    pub connections: ConnectionsLayer,
+    pub leave: LeaveLayer,
     pub runtime: RuntimeLayer,
     pub federation: FederationLayer,
 }
@@ -704,6 +688,8 @@ impl Layer {
             dissemination: raw.dissemination.unwrap_or_default().resolve(origin)?,
             calls: raw.calls.unwrap_or_default().resolve(origin)?,
             limits: raw.limits.unwrap_or_default().resolve(origin)?,
+            connections: raw.connections.unwrap_or_default().resolve(origin)?,
+            leave: raw.leave.unwrap_or_default().resolve(origin)?,
             runtime: raw.runtime.unwrap_or_default().resolve(origin)?,
             federation: raw
                 .federation
@@ -793,6 +779,8 @@ impl Layer {
             dissemination: self.dissemination.over(top.dissemination),
             calls: self.calls.over(top.calls),
             limits: self.limits.over(top.limits),
+            connections: self.connections.over(top.connections),
+            leave: self.leave.over(top.leave),
             runtime: self.runtime.over(top.runtime),
             federation: self.federation.over(top.federation),
         }
@@ -921,6 +909,8 @@ impl Settings {
         l.dissemination.apply(&mut s.protocol.dissemination);
         l.calls.apply(&mut s.protocol.calls);
         l.limits.apply(&mut s.protocol.limits);
+        l.connections.apply(&mut s.protocol.connections);
+        l.leave.apply(&mut s.protocol.leave);
         l.runtime.apply(&mut s.runtime);
         s.protocol.federation = l.federation.resolve()?;
         s.protocol.cluster_id = s.cluster_id.clone();
@@ -946,21 +936,6 @@ impl Settings {
         }
         for f in &self.echo_functions {
             check_text("echo_functions", f, false)?;
-        }
-        let r = &self.runtime;
-        for (k, d) in [
-            ("runtime.idle_timeout", r.idle_timeout),
-            ("runtime.client_idle_timeout", r.client_idle_timeout),
-            ("runtime.dial_timeout", r.dial_timeout),
-            ("runtime.backoff_min", r.backoff_min),
-            ("runtime.backoff_max", r.backoff_max),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(k, "0", "a positive duration"));
-            }
-        }
-        if r.max_connections == 0 {
-            return Err(invalid("runtime.max_connections", "0", "at least 1"));
         }
         let mut protocol = self.protocol.clone();
         protocol.cluster_id = self.cluster_id.clone();

@@ -1,18 +1,13 @@
-//! One connection's plumbing: a bounded, prioritised outbox drained by a
-//! writer task, and a reader task that reassembles frames.
-//!
-//! The outbox has one FIFO lane per [`TrafficClass`] and a byte cap per
-//! lane. The writer always sends the next chunk of the highest-priority
-//! lane with data, so a control frame waits for at most one 64 KiB chunk of
-//! a large call. The drive loop only ever *pushes* (never awaits); a peer
-//! that stops reading fills its own outbox, and a full outbox is the drive
-//! loop's signal to drop that connection.
+//! One connection's plumbing: the core's [`chunk::Outbox`] shared by the
+//! drive loop (pushing, never awaiting) and a writer task (draining), and a
+//! reader task that reassembles frames. A peer that stops reading fills its
+//! own outbox, and a full outbox is the drive loop's signal to drop that
+//! connection.
 
-use crate::chunk::{self, Completed, Reassembler};
 use crate::transport::{MessageSink, MessageStream};
 use bytes::Bytes;
 use mpreg_proto::TrafficClass;
-use std::collections::VecDeque;
+use mpreg_proto::chunk::{self, Completed, Full, Reassembler};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
@@ -21,35 +16,22 @@ use tokio::sync::{Notify, mpsc};
 /// queued, so the peer starts reading early.
 const FLUSH_EVERY: usize = 256 * 1024;
 
-#[derive(Debug, Default)]
-struct Lane {
-    frames: VecDeque<Bytes>,
-    /// Bytes of the front frame already chunked.
-    offset: usize,
-    bytes: usize,
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    lanes: [Lane; 3],
+    queue: chunk::Outbox,
     /// Chunks handed to the writer and not yet flushed.
     unflushed: bool,
     closing: bool,
 }
 
-/// The outbox shared by the drive loop (pushing) and a writer (draining).
+/// The outbox shared by the drive loop and a writer.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
     notify: Notify,
-    caps: [usize; 3],
 }
 
-/// The lane's byte cap would be exceeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full;
-
-pub(crate) enum Next {
+enum Next {
     Chunk(Bytes),
     Idle,
     Close,
@@ -58,32 +40,25 @@ pub(crate) enum Next {
 impl Outbox {
     pub(crate) fn new(caps: [usize; 3]) -> Arc<Outbox> {
         Arc::new(Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: chunk::Outbox::new(caps),
+                unflushed: false,
+                closing: false,
+            }),
             notify: Notify::new(),
-            caps,
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the queues
+        // A panic while holding this lock cannot leave the queue
         // inconsistent in a way that matters more than losing the
         // connection, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame. A frame larger than the cap is accepted into an
-    /// empty lane, so every frame the core may produce can be sent.
+    /// Queues a frame (see [`chunk::Outbox::push`]).
     pub(crate) fn push(&self, class: TrafficClass, frame: Bytes) -> Result<(), Full> {
-        let lane = chunk::lane(class);
-        {
-            let mut s = self.lock();
-            let l = &mut s.lanes[lane];
-            if !l.frames.is_empty() && l.bytes + frame.len() > self.caps[lane] {
-                return Err(Full);
-            }
-            l.bytes += frame.len();
-            l.frames.push_back(frame);
-        }
+        self.lock().queue.push(class, frame)?;
         self.notify.notify_one();
         Ok(())
     }
@@ -98,27 +73,17 @@ impl Outbox {
     /// Nothing queued and nothing waiting for a flush.
     pub(crate) fn is_idle(&self) -> bool {
         let s = self.lock();
-        !s.unflushed && s.lanes.iter().all(|l| l.frames.is_empty())
+        !s.unflushed && s.queue.is_empty()
     }
 
-    /// Bytes queued in each lane.
+    /// Bytes queued.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.lock().lanes.iter().map(|l| l.bytes).sum()
+        self.lock().queue.queued_bytes()
     }
 
     fn next(&self) -> Next {
         let mut s = self.lock();
-        for (i, l) in s.lanes.iter_mut().enumerate() {
-            let Some(front) = l.frames.front() else {
-                continue;
-            };
-            let (c, n) = chunk::encode(i, front, l.offset);
-            l.offset += n;
-            if l.offset == front.len() {
-                l.bytes -= front.len();
-                l.offset = 0;
-                l.frames.pop_front();
-            }
+        if let Some(c) = s.queue.next_chunk() {
             s.unflushed = true;
             return Next::Chunk(c);
         }
@@ -127,7 +92,7 @@ impl Outbox {
 
     fn flushed(&self) {
         let mut s = self.lock();
-        if s.lanes.iter().all(|l| l.frames.is_empty()) {
+        if s.queue.is_empty() {
             s.unflushed = false;
         }
     }
@@ -227,54 +192,17 @@ pub(crate) async fn run_reader<S: MessageStream, K: Copy + Send + 'static>(
 mod tests {
     use super::*;
 
-    fn drain(o: &Outbox) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while let Next::Chunk(c) = o.next() {
-            out.push(c);
-        }
-        out
-    }
-
     #[test]
-    fn control_overtakes_a_large_call_after_one_chunk() {
+    fn an_outbox_is_idle_only_once_its_chunks_are_flushed() {
         let o = Outbox::new([1 << 20, 1 << 20, 8 << 20]);
-        o.push(TrafficClass::Call, Bytes::from(vec![1u8; 4 << 20]))
+        o.push(TrafficClass::Call, Bytes::from(vec![1u8; 100_000]))
             .unwrap();
-        let Next::Chunk(first) = o.next() else {
-            panic!("a chunk is queued")
-        };
-        assert_eq!(first[0] & 3, 2);
-        o.push(TrafficClass::Control, Bytes::from_static(b"ack"))
-            .unwrap();
-        let Next::Chunk(second) = o.next() else {
-            panic!("a chunk is queued")
-        };
-        assert_eq!(second[0] & 3, 0, "the control frame goes next");
-        let rest = drain(&o);
-        assert_eq!(
-            rest.len() + 1,
-            (4usize << 20).div_ceil(chunk::MAX_CHUNK - 1)
-        );
+        assert!(!o.is_idle());
+        while let Next::Chunk(_) = o.next() {}
         assert!(!o.is_idle(), "chunks were handed out but not flushed");
         o.flushed();
         assert!(o.is_idle());
-    }
-
-    #[test]
-    fn a_full_lane_refuses_frames_but_other_lanes_do_not() {
-        let o = Outbox::new([100, 100, 100]);
-        o.push(TrafficClass::Call, Bytes::from(vec![0u8; 500]))
-            .unwrap();
-        assert_eq!(
-            o.push(TrafficClass::Call, Bytes::from_static(b"x")),
-            Err(Full)
-        );
-        o.push(TrafficClass::Control, Bytes::from(vec![0u8; 60]))
-            .unwrap();
-        assert_eq!(
-            o.push(TrafficClass::Control, Bytes::from(vec![0u8; 60])),
-            Err(Full)
-        );
-        assert_eq!(o.queued_bytes(), 560);
+        o.close();
+        assert!(matches!(o.next(), Next::Close));
     }
 }

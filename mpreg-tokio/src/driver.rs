@@ -1,31 +1,40 @@
-//! The drive loop (DESIGN §5): frames in → `handle_frame`, deadlines →
-//! `handle_timeout`, transmits → connection outboxes, events → the
-//! application and handlers. It is the only owner of the core and of the
-//! connection table; every other task talks to it through channels, and it
-//! never awaits anything but its next input.
+//! The drive loop (DESIGN §5): the only owner of the core. Frames in →
+//! `handle_frame`, deadlines → `handle_timeout`, the core's orders carried
+//! out (dial, send, close, run or cancel a handler, stop), its events to the
+//! application. Every other task talks to it through channels, and it never
+//! awaits anything but its next input.
 //!
-//! Connection management lives here and is reported to the core only as
-//! reachability (`handle_connected`, `handle_closed`, `handle_unreachable`).
+//! Every rule is the core's: which address to dial, when to back off, which
+//! connection to keep, when to close one, when a leave moves on. This loop
+//! gives sockets ids and reports what happened to them.
 
-use crate::chunk::MAX_CHUNK;
 use crate::config::RuntimeSettings;
 use crate::conn::{self, ConnEvent, Outbox};
-use crate::node::{FunctionEntry, Handler, NodeEvent, Observed, Stats};
+use crate::node::{FunctionEntry, Handler, Observed, Stats};
 use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use futures_util::FutureExt;
+use mpreg_proto::chunk::MAX_CHUNK;
 use mpreg_proto::{
-    Addr, Call, CallError, CallId, Event, FunctionSpec, InvocationId, MemberView, Node as Core,
-    RegisterError, Role, Time, Transmit,
+    Addr, Call, CallError, CallId, Closed, ConnId, Event, FunctionSpec, InvocationId, MemberView,
+    Node as Core, Order, RegisterError, Time,
 };
 use semver::Version;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::{AbortHandle, spawn_local};
+
+/// How long a closing connection waits for the other half: after this
+/// node's close is written, for the peer's close (reading what it still
+/// sends); after the peer's close, for this node's reply to be written;
+/// after a failed write, for the reader to tell whether the peer closed
+/// cleanly (frames were only unsent) or the connection broke.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Requests from the application handles.
 pub(crate) enum Command {
@@ -63,7 +72,6 @@ pub(crate) enum Command {
         reply: oneshot::Sender<mpreg_proto::Metrics>,
     },
     Leave {
-        grace: Duration,
         reply: oneshot::Sender<()>,
     },
 }
@@ -71,7 +79,7 @@ pub(crate) enum Command {
 /// Connections opened or accepted by helper tasks.
 pub(crate) enum NetEvent<T: Transport> {
     Dialed {
-        conn: u64,
+        addr: Addr,
         result: io::Result<(T::Sink, T::Stream)>,
     },
     Accepted {
@@ -82,35 +90,15 @@ pub(crate) enum NetEvent<T: Transport> {
 }
 
 struct Conn {
-    /// The address frames from it are attributed to: the peer's advertised
-    /// address once its `Hello` arrived, a unique `inbound://` key before
-    /// (and for clients).
-    key: Addr,
-    outbound: bool,
-    open: bool,
-    client: bool,
-    outbox: std::sync::Arc<Outbox>,
-    last_activity: Instant,
+    outbox: Arc<Outbox>,
     tasks: Vec<AbortHandle>,
-    /// Close requested at this instant.
-    closing: Option<Instant>,
-    reader_done: bool,
+    /// The peer closed: how it ends once this side's close is written.
+    peer_closed: Option<Closed>,
+    /// This node's close is written.
     writer_done: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Backoff {
-    failures: u32,
-    until: Instant,
-}
-
-enum LeavePhase {
-    /// Functions withdrawn, new calls refused; waiting for in-flight ones.
-    Draining(Instant),
-    /// `Left` sent; waiting for outboxes to flush.
-    Flushing(Instant),
-    /// Connections asked to close.
-    Closing(Instant),
+    /// Since when this connection waits for its other half (see
+    /// [`LINGER`]), and how it ends if the wait runs out.
+    linger: Option<(Instant, Closed)>,
 }
 
 pub(crate) struct Driver<T: Transport> {
@@ -119,29 +107,26 @@ pub(crate) struct Driver<T: Transport> {
     epoch: Instant,
     rt: RuntimeSettings,
     max_frame: usize,
-    conn_tx: mpsc::Sender<(u64, ConnEvent)>,
+    conn_tx: mpsc::Sender<(ConnId, ConnEvent)>,
     net_tx: mpsc::UnboundedSender<NetEvent<T>>,
     inv_tx: mpsc::UnboundedSender<(InvocationId, Result<Bytes, String>)>,
-    conns: HashMap<u64, Conn>,
-    by_addr: HashMap<Addr, u64>,
-    keep: HashSet<Addr>,
-    backoff: HashMap<Addr, Backoff>,
+    conns: HashMap<ConnId, Conn>,
     next_conn: u64,
+    dials: HashMap<Addr, AbortHandle>,
     handlers: HashMap<(String, Version), Handler>,
     running: HashMap<InvocationId, Option<AbortHandle>>,
     calls: HashMap<CallId, (u64, oneshot::Sender<Result<Bytes, CallError>>)>,
     tokens: HashMap<u64, CallId>,
     events: broadcast::Sender<Observed>,
-    unreachable: Vec<Addr>,
     stats: Stats,
-    leaving: Option<(LeavePhase, Vec<oneshot::Sender<()>>)>,
-    finished: bool,
+    leaving: Vec<oneshot::Sender<()>>,
+    stopped: bool,
 }
 
 /// Channels the driver reads.
 pub(crate) struct Inputs<T: Transport> {
     pub(crate) cmd: mpsc::Receiver<Command>,
-    conn: mpsc::Receiver<(u64, ConnEvent)>,
+    conn: mpsc::Receiver<(ConnId, ConnEvent)>,
     net: mpsc::UnboundedReceiver<NetEvent<T>>,
     inv: mpsc::UnboundedReceiver<(InvocationId, Result<Bytes, String>)>,
 }
@@ -169,19 +154,16 @@ impl<T: Transport> Driver<T> {
             net_tx,
             inv_tx,
             conns: HashMap::new(),
-            by_addr: HashMap::new(),
-            keep: HashSet::new(),
-            backoff: HashMap::new(),
             next_conn: 0,
+            dials: HashMap::new(),
             handlers: HashMap::new(),
             running: HashMap::new(),
             calls: HashMap::new(),
             tokens: HashMap::new(),
             events,
-            unreachable: Vec::new(),
             stats: Stats::default(),
-            leaving: None,
-            finished: false,
+            leaving: Vec::new(),
+            stopped: false,
         };
         let inputs = Inputs {
             cmd,
@@ -196,10 +178,6 @@ impl<T: Transport> Driver<T> {
         Time::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
-    fn instant_of(&self, t: Time) -> Instant {
-        self.epoch + t.since_epoch()
-    }
-
     /// Registers a function before the loop starts (built-ins, configured
     /// functions).
     pub(crate) fn register_now(
@@ -211,7 +189,7 @@ impl<T: Transport> Driver<T> {
         let key = (spec.name.to_string(), spec.version.clone());
         self.core.register(now, spec)?;
         self.handlers.insert(key, handler);
-        self.drain(now);
+        self.drain();
         Ok(())
     }
 
@@ -220,22 +198,25 @@ impl<T: Transport> Driver<T> {
         if !seeds.is_empty() {
             self.core.join(now, seeds);
         }
-        self.drain(now);
+        self.drain();
     }
 
-    /// Runs until every handle is gone, the node left, or it was aborted.
+    /// Runs until every handle is gone or the core ordered a stop.
     pub(crate) async fn run(mut self, mut inputs: Inputs<T>, listener: T::Listener) {
         let accept = spawn_local(accept_loop(
             self.transport.clone(),
             listener,
             self.net_tx.clone(),
-            self.rt.dial_timeout,
+            self.core.config().connections.dial_timeout,
         ));
-        let mut sweep = tokio::time::interval(self.rt.idle_timeout.min(Duration::from_secs(4)) / 4);
+        let mut sweep = tokio::time::interval(LINGER / 5);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        loop {
-            let wake = self.next_wake().unwrap_or(far);
+        while !self.stopped {
+            let wake = self
+                .core
+                .poll_timeout()
+                .map_or(far, |t| self.epoch + t.since_epoch());
             // Unbiased: a flood of application commands must not starve
             // incoming frames (probe acks), nor the reverse.
             tokio::select! {
@@ -249,10 +230,13 @@ impl<T: Transport> Driver<T> {
                 _ = sweep.tick() => self.sweep(),
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            self.after_input();
-            if self.finished {
-                break;
+            // Fire due timers (checked here first, so the runtime and the
+            // core agree on whether a deadline passed), then drain.
+            let now = self.now();
+            if self.core.poll_timeout().is_some_and(|d| now >= d) {
+                self.core.handle_timeout(now);
             }
+            self.drain();
         }
         accept.abort();
         for c in self.conns.values() {
@@ -260,159 +244,99 @@ impl<T: Transport> Driver<T> {
                 t.abort();
             }
         }
-        if let Some((_, replies)) = self.leaving.take() {
-            for r in replies {
-                let _ = r.send(());
-            }
+        for d in self.dials.values() {
+            d.abort();
+        }
+        for r in self.leaving.drain(..) {
+            let _ = r.send(());
         }
     }
 
-    fn next_wake(&self) -> Option<Instant> {
-        let core = self.core.poll_timeout().map(|t| self.instant_of(t));
-        let leave = self
-            .leaving
-            .as_ref()
-            .map(|_| Instant::now() + Duration::from_millis(5));
-        match (core, leave) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// After every input: fire due timers (checked here first, so the
-    /// adapter and the core agree on whether a deadline passed), drain the
-    /// outputs, advance a graceful leave.
-    fn after_input(&mut self) {
-        let now = self.now();
-        if let Some(deadline) = self.core.poll_timeout()
-            && now >= deadline
-        {
-            self.core.handle_timeout(now);
-        }
-        self.drain(now);
-        self.progress_leave(now);
-    }
-
-    /// Rule 1 of the run loop: drain transmits, then events; report
-    /// addresses that could not be served, and drain again.
-    fn drain(&mut self, now: Time) {
-        let mut reported: HashSet<Addr> = HashSet::new();
+    /// Rule 1 of the run loop: carry out every order, then hand out every
+    /// event. Carrying out an order may feed the core (a dial that cannot
+    /// start, a full queue), so this loops until both are empty.
+    fn drain(&mut self) {
         loop {
-            while let Some(t) = self.core.poll_transmit() {
-                self.route(t);
+            if let Some(o) = self.core.poll_order() {
+                self.carry_out(o);
+            } else if let Some(e) = self.core.poll_event() {
+                self.on_event(e);
+            } else {
+                return;
             }
-            if let Some(e) = self.core.poll_event() {
-                self.on_event(now, e);
-                continue;
-            }
-            let pending: Vec<Addr> = std::mem::take(&mut self.unreachable)
-                .into_iter()
-                .filter(|a| reported.insert(a.clone()))
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            for a in pending {
-                self.core.handle_unreachable(now, &a);
-            }
-        }
-        self.unreachable.clear();
-    }
-
-    fn report_unreachable(&mut self, addr: Addr) {
-        if !self.unreachable.contains(&addr) {
-            self.unreachable.push(addr);
         }
     }
 
-    // ----- outgoing frames ----------------------------------------------------
-
-    fn route(&mut self, t: Transmit) {
-        if let Some(&id) = self.by_addr.get(&t.to)
-            && let Some(c) = self.conns.get_mut(&id)
-        {
-            c.last_activity = Instant::now();
-            if c.outbox.push(t.class, t.frame).is_err() {
-                // The peer stopped reading: drop its queue and connection,
-                // never block the loop.
-                self.stats.queue_overflows += 1;
-                tracing::warn!(peer = %t.to, queued = c.outbox.queued_bytes(), "outbox full: dropping the connection");
-                self.end_conn(id, false);
+    fn carry_out(&mut self, o: Order) {
+        let now = self.now();
+        match o {
+            Order::Send(t) => {
+                let Some(c) = self.conns.get(&t.conn) else {
+                    return; // closed meanwhile; the core hears it
+                };
+                if c.outbox.push(t.class, t.frame).is_err() {
+                    // The peer stopped reading: drop its connection, never
+                    // block the loop.
+                    self.stats.queue_overflows += 1;
+                    tracing::warn!(conn = t.conn.0, queued = c.outbox.queued_bytes(), "outbox full: dropping the connection");
+                    self.end_conn(t.conn, Closed::Lost);
+                }
             }
+            Order::Dial(addr) => self.dial(now, addr),
+            Order::Close(id) => {
+                if let Some(c) = self.conns.get(&id) {
+                    c.outbox.close();
+                }
+            }
+            Order::Abort(id) => self.end_conn(id, Closed::Lost),
+            Order::Invoke(inv) => self.invoke(now, inv),
+            Order::Cancel(id) => {
+                // A blocking handler cannot be stopped; its late result is
+                // ignored by the core.
+                if let Some(Some(h)) = self.running.remove(&id) {
+                    h.abort();
+                }
+            }
+            Order::Stop => {
+                tracing::debug!(connections = self.conns.len(), "stopped");
+                self.stopped = true;
+            }
+        }
+    }
+
+    // ----- connections ----------------------------------------------------------
+
+    fn dial(&mut self, now: Time, addr: Addr) {
+        let dialable = addr
+            .url()
+            .is_some_and(|u| u.scheme == self.transport.scheme());
+        if !dialable {
+            self.core.handle_dial_failed(now, &addr);
             return;
         }
-        if !self.dialable(&t.to) {
-            self.report_unreachable(t.to);
-            return;
-        }
-        if let Some(b) = self.backoff.get(&t.to)
-            && Instant::now() < b.until
-        {
-            self.report_unreachable(t.to);
-            return;
-        }
-        let id = self.new_conn(t.to.clone(), true);
-        if let Some(c) = self.conns.get(&id) {
-            // An empty lane always takes a frame.
-            let _ = c.outbox.push(t.class, t.frame);
-        }
-        self.stats.dials += 1;
-        let (transport, addr, tx, timeout) = (
-            self.transport.clone(),
-            t.to,
-            self.net_tx.clone(),
-            self.rt.dial_timeout,
-        );
+        let (transport, tx, a) = (self.transport.clone(), self.net_tx.clone(), addr.clone());
+        // The core gives up on the dial by itself; this bounds the task.
+        let timeout = self.core.config().connections.dial_timeout;
         let task = spawn_local(async move {
-            let result = match tokio::time::timeout(timeout, transport.dial(&addr, MAX_CHUNK)).await
-            {
+            let result = match tokio::time::timeout(timeout, transport.dial(&a, MAX_CHUNK)).await {
                 Ok(r) => r,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")),
             };
-            let _ = tx.send(NetEvent::Dialed { conn: id, result });
+            let _ = tx.send(NetEvent::Dialed { addr: a, result });
         });
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.tasks.push(task.abort_handle());
+        if let Some(old) = self.dials.insert(addr, task.abort_handle()) {
+            old.abort();
         }
     }
 
-    fn dialable(&self, addr: &Addr) -> bool {
-        addr.as_str()
-            .strip_prefix(self.transport.scheme())
-            .is_some_and(|r| r.starts_with("://"))
-            && *addr != *self.core.addr()
-    }
-
-    fn new_conn(&mut self, key: Addr, outbound: bool) -> u64 {
+    fn open(&mut self, sink: T::Sink, stream: T::Stream) -> ConnId {
         self.next_conn += 1;
-        let id = self.next_conn;
-        self.conns.insert(
-            id,
-            Conn {
-                key: key.clone(),
-                outbound,
-                open: !outbound,
-                client: false,
-                outbox: Outbox::new(self.rt.queue_caps()),
-                last_activity: Instant::now(),
-                tasks: Vec::new(),
-                closing: None,
-                reader_done: false,
-                writer_done: false,
-            },
-        );
-        self.by_addr.insert(key, id);
-        id
-    }
-
-    fn start_io(&mut self, id: u64, sink: T::Sink, stream: T::Stream) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
+        let id = ConnId(self.next_conn);
+        let outbox = Outbox::new(self.rt.queue_caps());
         let w = spawn_local(conn::run_writer(
             id,
             sink,
-            c.outbox.clone(),
+            outbox.clone(),
             self.conn_tx.clone(),
         ));
         let r = spawn_local(conn::run_reader(
@@ -421,245 +345,128 @@ impl<T: Transport> Driver<T> {
             self.max_frame,
             self.conn_tx.clone(),
         ));
-        c.tasks.push(w.abort_handle());
-        c.tasks.push(r.abort_handle());
+        self.conns.insert(
+            id,
+            Conn {
+                outbox,
+                tasks: vec![w.abort_handle(), r.abort_handle()],
+                peer_closed: None,
+                writer_done: false,
+                linger: None,
+            },
+        );
+        id
     }
-
-    // ----- connection events ----------------------------------------------------
 
     fn on_net(&mut self, ev: NetEvent<T>) {
         let now = self.now();
         match ev {
-            NetEvent::Dialed { conn, result } => match result {
-                Ok((sink, stream)) => {
-                    let Some(c) = self.conns.get_mut(&conn) else {
-                        return; // dropped while dialling
-                    };
-                    c.open = true;
-                    c.last_activity = Instant::now();
-                    let key = c.key.clone();
-                    self.backoff.remove(&key);
-                    self.start_io(conn, sink, stream);
-                    self.core.handle_connected(now, &key);
+            NetEvent::Dialed { addr, result } => {
+                self.dials.remove(&addr);
+                match result {
+                    Ok((sink, stream)) => {
+                        let id = self.open(sink, stream);
+                        self.core.handle_dialed(now, &addr, id);
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %addr, error = %e, "dial failed");
+                        self.core.handle_dial_failed(now, &addr);
+                    }
                 }
-                Err(e) => {
-                    self.stats.dial_failures += 1;
-                    let Some(c) = self.conns.get(&conn) else {
-                        return;
-                    };
-                    let key = c.key.clone();
-                    tracing::debug!(peer = %key, error = %e, "dial failed");
-                    let failures = self.backoff.get(&key).map_or(0, |b| b.failures) + 1;
-                    let delay = self
-                        .rt
-                        .backoff_min
-                        .saturating_mul(1 << (failures - 1).min(16))
-                        .min(self.rt.backoff_max);
-                    self.backoff.insert(
-                        key,
-                        Backoff {
-                            failures,
-                            until: Instant::now() + delay,
-                        },
-                    );
-                    self.end_conn(conn, false);
-                }
-            },
+            }
             NetEvent::Accepted { sink, stream, peer } => {
-                let closing = matches!(
-                    self.leaving,
-                    Some((LeavePhase::Flushing(_) | LeavePhase::Closing(_), _))
-                );
-                if self.conns.len() >= self.rt.max_connections || closing {
-                    self.stats.refused += 1;
-                    return; // dropping the halves closes it
-                }
-                self.stats.accepted += 1;
-                let key = Addr::new(format!("inbound://{peer}/{}", self.next_conn + 1));
-                let id = self.new_conn(key, false);
-                self.start_io(id, sink, stream);
+                let id = self.open(sink, stream);
+                tracing::trace!(%peer, conn = id.0, "accepted");
+                self.core.handle_accepted(now, id);
             }
         }
     }
 
-    fn on_conn_event(&mut self, id: u64, ev: ConnEvent) {
+    fn on_conn_event(&mut self, id: ConnId, ev: ConnEvent) {
         let now = self.now();
+        let Some(c) = self.conns.get_mut(&id) else {
+            return; // ended already (a late frame of a lingering reader)
+        };
         match ev {
             ConnEvent::Frame(frame) => {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                c.last_activity = Instant::now();
-                let key = c.key.clone();
-                match self.core.handle_frame(now, &key, &frame) {
-                    Ok(r) => {
-                        if let Some(h) = r.hello {
-                            match h.role {
-                                Role::Client => {
-                                    if let Some(c) = self.conns.get_mut(&id) {
-                                        c.client = true;
-                                    }
-                                }
-                                Role::Member if h.addr != key => self.rekey(id, h.addr),
-                                Role::Member => {}
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.stats.frames_rejected += 1;
-                        tracing::debug!(peer = %key, error = %e, "frame rejected");
-                    }
+                if let Err(e) = self.core.handle_frame(now, id, &frame) {
+                    self.stats.frames_rejected += 1;
+                    tracing::debug!(conn = id.0, error = %e, "frame rejected");
                 }
             }
             ConnEvent::TooLarge(n) => {
                 self.stats.frames_too_large += 1;
                 tracing::warn!(
-                    conn = id,
+                    conn = id.0,
                     size = n,
                     limit = self.max_frame,
                     "oversized frame skipped"
                 );
             }
-            ConnEvent::ReaderDone(err) => {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
+            ConnEvent::ReaderDone(Some(e)) => {
+                tracing::debug!(conn = id.0, error = %e, "connection broke");
+                self.end_conn(id, Closed::Lost);
+            }
+            ConnEvent::ReaderDone(None) if c.writer_done => self.end_conn(id, Closed::Clean),
+            ConnEvent::ReaderDone(None) => {
+                // The peer closed cleanly: everything it sent arrived. What
+                // this side still had queued did not.
+                let failed = c.linger.is_some();
+                let how = if failed || !c.outbox.is_idle() {
+                    Closed::Unsent
+                } else {
+                    Closed::Clean
                 };
-                c.reader_done = true;
-                if err.is_some() || c.closing.is_none() || c.writer_done {
-                    if let Some(e) = &err {
-                        tracing::debug!(peer = %c.key, error = %e, "connection broke");
-                    }
-                    self.end_conn(id, err.is_none());
+                if failed {
+                    return self.end_conn(id, how);
                 }
+                // Answer the close, then end.
+                c.peer_closed = Some(how);
+                c.linger = Some((Instant::now(), how));
+                c.outbox.close();
             }
-            ConnEvent::WriterDone(err) => {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                c.writer_done = true;
-                if err.is_some() || c.reader_done {
-                    self.end_conn(id, err.is_none());
+            ConnEvent::WriterDone(None) => match c.peer_closed {
+                Some(how) => self.end_conn(id, how),
+                None => {
+                    // This node's close is written: read what the peer still
+                    // sends until its close arrives, or for a while.
+                    c.writer_done = true;
+                    c.linger = Some((Instant::now(), Closed::Clean));
+                }
+            },
+            ConnEvent::WriterDone(Some(e)) => {
+                tracing::debug!(conn = id.0, error = %e, "write failed");
+                match c.peer_closed {
+                    Some(_) => self.end_conn(id, Closed::Unsent),
+                    None => c.linger = Some((Instant::now(), Closed::Lost)),
                 }
             }
         }
     }
 
-    /// An accepted connection said who it is: key it by the peer's address.
-    /// If there is already a connection to that address, both ends keep the
-    /// one dialled by the lower address (or, both in the same direction,
-    /// the newer); the other stays open for reading and idles out.
-    fn rekey(&mut self, id: u64, key: Addr) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let old = std::mem::replace(&mut c.key, key.clone());
-        if self.by_addr.get(&old) == Some(&id) {
-            self.by_addr.remove(&old);
-        }
-        match self.by_addr.get(&key).copied() {
-            Some(other) if other != id => {
-                if self.prefer(id, other) {
-                    self.by_addr.insert(key, id);
-                }
-            }
-            _ => {
-                self.by_addr.insert(key, id);
-            }
+    /// Ends connections that waited [`LINGER`] for their other half.
+    fn sweep(&mut self) {
+        let done: Vec<(ConnId, Closed)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.linger.filter(|(t, _)| t.elapsed() >= LINGER).map(|(_, how)| (*id, how)))
+            .collect();
+        for (id, how) in done {
+            self.end_conn(id, how);
         }
     }
 
-    fn prefer(&self, a: u64, b: u64) -> bool {
-        let (Some(ca), Some(cb)) = (self.conns.get(&a), self.conns.get(&b)) else {
-            return true;
-        };
-        if ca.outbound != cb.outbound {
-            let dial_wins = self.core.addr() < &ca.key;
-            ca.outbound == dial_wins
-        } else {
-            a > b
-        }
-    }
-
-    /// Removes a connection and tells the core what it means: a clean close
-    /// of the connection it used, or frames lost.
-    fn end_conn(&mut self, id: u64, clean: bool) {
+    /// Drops a connection's tasks and tells the core.
+    fn end_conn(&mut self, id: ConnId, how: Closed) {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
         for t in &c.tasks {
             t.abort();
         }
-        let lost = !c.open || !c.outbox.is_idle();
-        let primary = self.by_addr.get(&c.key) == Some(&id);
-        if primary {
-            self.by_addr.remove(&c.key);
-            // Promote another open connection to the same peer, if any.
-            if let Some((&other, _)) = self
-                .conns
-                .iter()
-                .filter(|(_, o)| o.key == c.key && o.closing.is_none())
-                .max_by_key(|(i, o)| (o.open, **i))
-            {
-                self.by_addr.insert(c.key.clone(), other);
-            }
-        }
-        if self.leaving.is_some() || self.core.status() == mpreg_proto::Status::Left {
-            return;
-        }
-        if lost || (primary && !clean) {
-            self.report_unreachable(c.key);
-        } else if primary {
-            self.core.handle_closed(self.now(), &c.key);
-        }
-    }
-
-    /// Closes connections idle for the idle timeout: duplicates always,
-    /// others unless the core keeps them (active view) or a client waits on
-    /// them; drops connections whose close takes too long.
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        let idle = self.rt.idle_timeout;
-        let client_idle = self.rt.client_idle_timeout;
-        let mut close = Vec::new();
-        let mut kill = Vec::new();
-        for (&id, c) in &self.conns {
-            if let Some(t) = c.closing {
-                if now.duration_since(t) > self.rt.dial_timeout {
-                    kill.push(id);
-                }
-                continue;
-            }
-            let quiet = now.duration_since(c.last_activity);
-            let primary = self.by_addr.get(&c.key) == Some(&id);
-            let limit = if c.client { client_idle } else { idle };
-            if c.open
-                && quiet >= limit
-                && c.outbox.is_idle()
-                && (!primary || !self.keep.contains(&c.key))
-            {
-                close.push(id);
-            }
-        }
-        for id in kill {
-            self.end_conn(id, true);
-        }
-        // Forget failures long past, so the table stays bounded.
-        let forget = self.rt.backoff_max * 8;
-        self.backoff.retain(|_, b| now < b.until + forget);
-        let t = self.now();
-        for id in close {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            c.closing = Some(now);
-            c.outbox.close();
-            let key = c.key.clone();
-            self.stats.idle_closed += 1;
-            if self.by_addr.get(&key) == Some(&id) {
-                self.by_addr.remove(&key);
-                self.core.handle_closed(t, &key);
-            }
-        }
+        tracing::trace!(conn = id.0, ?how, "closed");
+        let now = self.now();
+        self.core.handle_closed(now, id, how);
     }
 
     // ----- commands and events ---------------------------------------------------
@@ -706,9 +513,15 @@ impl<T: Transport> Driver<T> {
                 let _ = reply.send(self.catalog());
             }
             Command::Stats { reply } => {
+                let m = self.core.metrics();
                 let mut s = self.stats.clone();
                 s.connections = self.conns.len();
-                s.kept = self.keep.len();
+                s.kept = self.core.connections().filter(|c| c.kept).count();
+                s.dials = m.dials;
+                s.dial_failures = m.dial_failures;
+                s.accepted = m.connections_accepted;
+                s.refused = m.connections_refused;
+                s.idle_closed = m.connections_idle_closed;
                 s.running_invocations = self.core.running_invocations();
                 s.pending_calls = self.core.pending_calls();
                 s.live_members = self.core.live_members();
@@ -718,14 +531,14 @@ impl<T: Transport> Driver<T> {
             Command::Metrics { reply } => {
                 let _ = reply.send(self.core.metrics().clone());
             }
-            Command::Leave { grace, reply } => match &mut self.leaving {
-                Some((_, replies)) => replies.push(reply),
-                None => {
-                    self.core.drain(now);
-                    self.leaving =
-                        Some((LeavePhase::Draining(Instant::now() + grace), vec![reply]));
+            Command::Leave { reply } => {
+                tracing::debug!(connections = self.conns.len(), "leaving");
+                for c in self.core.connections() {
+                    tracing::trace!(conn = c.id.0, addr = %c.addr, client = c.client, "open at leave");
                 }
-            },
+                self.leaving.push(reply);
+                self.core.leave(now);
+            }
         }
     }
 
@@ -739,70 +552,24 @@ impl<T: Transport> Driver<T> {
         out
     }
 
-    fn on_event(&mut self, now: Time, e: Event) {
-        let app = match e {
-            Event::Invoke(inv) => {
-                self.invoke(now, inv);
-                return;
-            }
-            Event::InvocationCancelled(id) => {
-                if let Some(Some(h)) = self.running.remove(&id) {
-                    h.abort();
-                    let _ = self
-                        .core
-                        .complete_invocation(now, id, Err("cancelled".into()));
-                } else if self.running.contains_key(&id) {
-                    // A blocking handler cannot be stopped; its result is
-                    // dropped by the core when it arrives.
-                }
-                return;
-            }
+    fn on_event(&mut self, e: Event) {
+        match e {
             Event::CallDone { call, result } => {
                 if let Some((token, reply)) = self.calls.remove(&call) {
                     self.tokens.remove(&token);
                     let _ = reply.send(result);
                 }
-                return;
             }
-            Event::Connect(addr) => {
-                self.keep.insert(addr);
-                return;
+            event => {
+                if let Event::LimitHit(l) = &event {
+                    tracing::warn!(limit = ?l, "a configured limit was hit");
+                }
+                let _ = self.events.send(Observed {
+                    at: Instant::now(),
+                    event,
+                });
             }
-            Event::Disconnect(addr) => {
-                self.keep.remove(&addr);
-                return;
-            }
-            Event::MemberUp { id, addr } => NodeEvent::MemberUp { id, addr },
-            Event::MemberSuspect { id } => NodeEvent::MemberSuspect { id },
-            Event::MemberDown { id } => NodeEvent::MemberDown { id },
-            Event::MemberLeft { id } => NodeEvent::MemberLeft { id },
-            Event::FunctionAdded {
-                node,
-                name,
-                version,
-            } => NodeEvent::FunctionAdded {
-                node,
-                name: name.to_string(),
-                version,
-            },
-            Event::FunctionRemoved {
-                node,
-                name,
-                version,
-            } => NodeEvent::FunctionRemoved {
-                node,
-                name: name.to_string(),
-                version,
-            },
-            Event::LimitHit(l) => {
-                tracing::warn!(limit = ?l, "a configured limit was hit");
-                NodeEvent::LimitHit(l)
-            }
-        };
-        let _ = self.events.send(Observed {
-            at: Instant::now(),
-            event: app,
-        });
+        }
     }
 
     fn invoke(&mut self, now: Time, inv: mpreg_proto::Invocation) {
@@ -819,15 +586,11 @@ impl<T: Transport> Driver<T> {
         match handler {
             Handler::Async(f) => {
                 let fut = f(inv.args);
-                let budget = inv.budget.max(Duration::from_millis(1));
                 let task = spawn_local(async move {
-                    let r = match tokio::time::timeout(budget, AssertUnwindSafe(fut).catch_unwind())
+                    let r = AssertUnwindSafe(fut)
+                        .catch_unwind()
                         .await
-                    {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(_)) => Err("the handler panicked".to_string()),
-                        Err(_) => Err("the handler outlived the call's budget".to_string()),
-                    };
+                        .unwrap_or_else(|_| Err("the handler panicked".to_string()));
                     let _ = tx.send((id, r));
                 });
                 self.running.insert(id, Some(task.abort_handle()));
@@ -848,47 +611,6 @@ impl<T: Transport> Driver<T> {
         if self.running.remove(&id).is_some() {
             let now = self.now();
             let _ = self.core.complete_invocation(now, id, r);
-        }
-    }
-
-    // ----- graceful leave ---------------------------------------------------------
-
-    fn progress_leave(&mut self, now: Time) {
-        let Some((phase, _)) = &self.leaving else {
-            return;
-        };
-        let at = Instant::now();
-        let next = match phase {
-            LeavePhase::Draining(deadline) => {
-                if self.core.running_invocations() > 0 && at < *deadline {
-                    return;
-                }
-                self.core.leave(now);
-                self.drain(now);
-                Some(LeavePhase::Flushing(at + self.rt.flush_timeout))
-            }
-            LeavePhase::Flushing(deadline) => {
-                let flushed = self.conns.values().all(|c| c.outbox.is_idle());
-                if !flushed && at < *deadline {
-                    return;
-                }
-                for c in self.conns.values_mut() {
-                    c.closing.get_or_insert(at);
-                    c.outbox.close();
-                }
-                Some(LeavePhase::Closing(at + Duration::from_secs(1)))
-            }
-            LeavePhase::Closing(deadline) => {
-                let open = self.conns.values().any(|c| c.open && !c.writer_done);
-                if open && at < *deadline {
-                    return;
-                }
-                self.finished = true;
-                None
-            }
-        };
-        if let (Some(next), Some((phase, _))) = (next, self.leaving.as_mut()) {
-            *phase = next;
         }
     }
 }

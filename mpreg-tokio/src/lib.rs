@@ -17,7 +17,7 @@
 //! let b = Node::start(Settings { seeds: vec![a.addr().clone()], ..Settings::local() }).await?;
 //! let mut events = b.events();
 //! while let Some(e) = events.next().await {
-//!     if matches!(e.event, mpreg_tokio::NodeEvent::FunctionAdded { ref name, .. } if name == "greet") {
+//!     if matches!(e.event, mpreg_tokio::Event::FunctionAdded { ref name, .. } if name == "greet") {
 //!         break;
 //!     }
 //! }
@@ -30,33 +30,30 @@
 //!
 //! ## The runtime (DESIGN §5)
 //!
-//! Each node runs on its own thread with a current-thread tokio runtime:
+//! Each node runs on its own thread with a current-thread tokio runtime.
+//! Every protocol rule — connections (dials, backoff, keys, the
+//! simultaneous-dial tie-break, idle close, the cap), the phases of a
+//! leave, handler budgets — is the core's; this crate carries out its
+//! orders:
 //!
-//! * **the drive loop** owns the core and the connection table. It feeds
-//!   frames to `handle_frame`, calls `handle_timeout` once `now >= deadline`
-//!   (checked here first, re-armed after every input), drains
-//!   `poll_transmit` into connection outboxes and `poll_event` into
-//!   handlers, pending calls and the application's event stream. It never
-//!   awaits a socket.
-//! * **connections** — one reused connection per peer address, dialled on
-//!   demand with a backoff after failures; an accepted connection is keyed
-//!   by the address its `Hello` advertises; when two connections to one
-//!   peer exist, both ends keep the one dialled by the lower address. The
-//!   core's `Connect`/`Disconnect` events say which ones to keep; others are
-//!   closed after `runtime.idle_timeout` without traffic. Breaks and failed
-//!   dials are reported with `handle_unreachable`, clean closes with
-//!   `handle_closed`.
-//! * **writers** — each connection has a writer task draining bounded
-//!   priority queues (control, broadcast, call). Frames travel in chunks of
-//!   at most 64 KiB (see [`chunk`]), so a control frame waits for at most
-//!   one chunk of a large call. A full queue (a peer that stopped reading)
-//!   drops that connection only.
+//! * **the drive loop** owns the core. It feeds frames to `handle_frame`,
+//!   calls `handle_timeout` once `now >= deadline` (checked here first,
+//!   re-armed after every input), carries out `poll_order` (dial, send,
+//!   close, run or cancel a handler, stop) and hands `poll_event` to the
+//!   application's event stream and to waiting callers. It never awaits a
+//!   socket.
+//! * **connections** get an id when they open (dialled or accepted); their
+//!   frames, failures and closes are reported to the core by that id.
+//! * **writers** — each connection has a writer task draining the core's
+//!   [`chunk::Outbox`](mpreg_proto::chunk::Outbox): bounded queues per
+//!   traffic class, frames in chunks of at most 64 KiB, so a control frame
+//!   waits for at most one chunk of a large call. A full queue (a peer that
+//!   stopped reading) drops that connection only.
 //! * **readers** reassemble chunks and skip a frame announced above
 //!   `limits.max_frame_size` before buffering it.
 //! * **handlers** — async handlers run as tasks on the node's thread;
 //!   blocking handlers ([`Node::register_blocking`]) on the blocking pool.
-//!   Neither can delay probes. Past `limits.max_invocations` running
-//!   handlers the core answers `Overloaded`.
+//!   Neither can delay probes.
 //!
 //! The drive loop only needs the [`Transport`] trait (dial, accept, send
 //! and receive messages), so another transport reuses all of it.
@@ -64,7 +61,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
-pub mod chunk;
 pub mod client;
 pub mod config;
 mod conn;
@@ -76,14 +72,14 @@ mod ws;
 pub use client::{Client, ClientError};
 pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
 pub use node::{
-    CallBuilder, Events, FunctionEntry, Node, NodeEvent, NodeInfo, Observed, Reply, StartError,
-    Stats, Stopped, funtimes,
+    CallBuilder, Events, FunctionEntry, Node, NodeInfo, Observed, Reply, StartError, Stats,
+    Stopped, funtimes,
 };
 pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 
 pub use mpreg_proto::{
-    Addr, BridgeConfig, CallError, FunctionSpec, MemberState, MemberView, Metrics, NodeId, Policy,
-    RegisterError,
+    Addr, BridgeConfig, CallError, Event, FunctionSpec, MemberState, MemberView, Metrics, NodeId,
+    Policy, RegisterError,
 };
 pub use semver::{Version, VersionReq};

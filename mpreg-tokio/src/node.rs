@@ -7,7 +7,7 @@ use crate::transport::{Listener, Transport};
 use crate::ws::WsTransport;
 use bytes::Bytes;
 use mpreg_proto::{
-    Addr, Call, CallError, Config, FunctionSpec, Identity, Limit, MemberView, Node as Core, NodeId,
+    Addr, Call, CallError, Config, Event, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
     RegisterError, Time,
 };
 use semver::{Version, VersionReq};
@@ -34,60 +34,15 @@ pub(crate) enum Handler {
     Blocking(Arc<dyn Fn(Bytes) -> Result<Bytes, String> + Send + Sync>),
 }
 
-/// A membership or catalog change, as the application sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum NodeEvent {
-    /// A member is Alive (new, or back).
-    MemberUp {
-        /// Who.
-        id: NodeId,
-        /// Where.
-        addr: Addr,
-    },
-    /// A member is suspected of having failed.
-    MemberSuspect {
-        /// Who.
-        id: NodeId,
-    },
-    /// A member was declared Dead.
-    MemberDown {
-        /// Who.
-        id: NodeId,
-    },
-    /// A member left gracefully.
-    MemberLeft {
-        /// Who.
-        id: NodeId,
-    },
-    /// A function became routable on a node.
-    FunctionAdded {
-        /// The serving node.
-        node: NodeId,
-        /// Function name.
-        name: String,
-        /// Version.
-        version: Version,
-    },
-    /// A function stopped being served by a node.
-    FunctionRemoved {
-        /// The node.
-        node: NodeId,
-        /// Function name.
-        name: String,
-        /// Version.
-        version: Version,
-    },
-    /// A configured limit was hit for the first time.
-    LimitHit(Limit),
-}
-
-/// An event and when the drive loop saw it.
+/// An event of the core and when the drive loop saw it. The stream
+/// carries membership, catalog and limit events; the outcome of a call
+/// goes to its caller instead ([`Event::CallDone`] never appears here).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     /// When it was observed.
     pub at: Instant,
     /// What.
-    pub event: NodeEvent,
+    pub event: Event,
 }
 
 /// One catalog entry of a live node (the funtimes view, flattened).
@@ -251,7 +206,6 @@ struct Inner {
     cmd: mpsc::Sender<Command>,
     info: NodeInfo,
     config: Config,
-    leave_grace: Duration,
     events: broadcast::Sender<Observed>,
     first_events: std::sync::Mutex<Option<broadcast::Receiver<Observed>>>,
     stopped: watch::Receiver<bool>,
@@ -361,7 +315,7 @@ impl Node {
         settings: Settings,
     ) -> Result<Node, StartError> {
         settings.validate()?;
-        let scheme = format!("{}://", transport.scheme());
+        let scheme = transport.scheme();
         let bridge_seeds = settings
             .protocol
             .federation
@@ -373,12 +327,12 @@ impl Node {
             .iter()
             .map(|s| ("seeds", s))
             .chain(bridge_seeds)
-            .find(|(_, s)| !s.as_str().starts_with(&scheme))
+            .find(|(_, s)| s.url().is_none_or(|u| u.scheme != scheme))
         {
             return Err(StartError::Config(crate::config::ConfigError::Invalid {
                 key: key.into(),
                 value: bad.to_string(),
-                expected: format!("a {scheme}host:port URL for this transport"),
+                expected: format!("a {scheme}://host:port URL for this transport"),
             }));
         }
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -420,7 +374,7 @@ impl Node {
                 let _ = stopped_tx.send(true);
             })
             .map_err(StartError::Thread)?;
-        let (info, config, leave_grace) = ready_rx.await.map_err(|_| {
+        let (info, config) = ready_rx.await.map_err(|_| {
             StartError::Thread(std::io::Error::other(
                 "the node's thread ended during start",
             ))
@@ -430,7 +384,6 @@ impl Node {
                 cmd: cmd_tx,
                 info,
                 config,
-                leave_grace,
                 events,
                 first_events: std::sync::Mutex::new(Some(first)),
                 stopped: stopped_rx,
@@ -657,18 +610,13 @@ impl Node {
         }
     }
 
-    /// Leaves gracefully with the configured grace period
-    /// (`runtime.leave_grace`).
+    /// Leaves gracefully, as the core runs it ([`Config::leave`]):
+    /// withdraws this node's functions and refuses new calls with an answer
+    /// saying they did not run (callers go elsewhere), lets running
+    /// handlers finish within `leave.grace`, announces `Left`, flushes and
+    /// closes every connection, and stops.
     pub async fn leave(&self) {
-        self.leave_with_grace(self.inner.leave_grace).await
-    }
-
-    /// Leaves gracefully: withdraws this node's functions and answers new
-    /// calls `Overloaded` (so callers go elsewhere), waits up to `grace` for
-    /// running handlers, announces `Left`, flushes, closes its connections
-    /// and stops.
-    pub async fn leave_with_grace(&self, grace: Duration) {
-        let _ = self.ask(|reply| Command::Leave { grace, reply }).await;
+        let _ = self.ask(|reply| Command::Leave { reply }).await;
         self.stopped().await;
     }
 
@@ -699,7 +647,7 @@ impl Node {
     }
 }
 
-type Ready = Result<(NodeInfo, Config, Duration), StartError>;
+type Ready = Result<(NodeInfo, Config), StartError>;
 
 async fn run_node<T: Transport>(
     transport: T,
@@ -794,10 +742,7 @@ async fn run_node<T: Transport>(
         }
     }
     driver.join_now(settings.seeds.clone());
-    if ready
-        .send(Ok((info, config, settings.runtime.leave_grace)))
-        .is_err()
-    {
+    if ready.send(Ok((info, config))).is_err() {
         return;
     }
     driver.run(inputs, listener).await;

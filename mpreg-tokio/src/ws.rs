@@ -43,13 +43,6 @@ fn io_err(e: WsError) -> io::Error {
     }
 }
 
-/// `host:port` of a `ws://host:port[/path]` address.
-pub(crate) fn authority(addr: &Addr) -> Option<&str> {
-    let rest = addr.as_str().strip_prefix("ws://")?;
-    let end = rest.find('/').unwrap_or(rest.len());
-    let auth = &rest[..end];
-    (!auth.is_empty()).then_some(auth)
-}
 
 impl Transport for WsTransport {
     type Sink = WsSink;
@@ -66,12 +59,16 @@ impl Transport for WsTransport {
     }
 
     async fn dial(&self, addr: &Addr, max_message: usize) -> io::Result<(WsSink, WsStream)> {
-        let auth = authority(addr).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a ws:// URL: {addr}"),
-            )
-        })?;
+        let auth = addr
+            .url()
+            .filter(|u| u.scheme == "ws")
+            .map(|u| u.authority)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("not a ws:// URL: {addr}"),
+                )
+            })?;
         let tcp = TcpStream::connect(auth).await?;
         tcp.set_nodelay(true)?;
         let (ws, _) = tokio_tungstenite::client_async_with_config(

@@ -2,7 +2,7 @@
 //! observable condition with a deadline.
 
 use mpreg_tokio::{
-    CallError, Client, FunctionSpec, MemberState, Node, NodeEvent, NodeId, Settings,
+    CallError, Client, FunctionSpec, MemberState, Node, Event, NodeId, Settings,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -171,7 +171,7 @@ async fn leave_is_seen_everywhere_and_abort_is_detected_within_the_bound() {
     // The event stream saw it too.
     let mut saw = false;
     while let Some(o) = watchers[0].try_next() {
-        saw |= o.event == NodeEvent::MemberDown { id: victim };
+        saw |= o.event == Event::MemberDown { id: victim };
     }
     assert!(saw);
 }
@@ -226,7 +226,7 @@ async fn a_blocking_handler_does_not_get_its_node_suspected() {
         while let Some(o) = w.try_next() {
             assert_ne!(
                 o.event,
-                NodeEvent::MemberSuspect { id: slow.id() },
+                Event::MemberSuspect { id: slow.id() },
                 "the blocked node was suspected"
             );
         }
@@ -272,7 +272,7 @@ async fn large_calls_are_chunked_and_oversized_ones_refused() {
 async fn simultaneous_dials_settle_on_one_connection_per_peer() {
     let fast_idle = || {
         let mut s = Settings::local();
-        s.runtime.idle_timeout = Duration::from_millis(300);
+        s.protocol.connections.idle_timeout = Duration::from_millis(300);
         s
     };
     for round in 0..3 {

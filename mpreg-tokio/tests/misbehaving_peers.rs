@@ -6,8 +6,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mpreg_proto::wire::{Query, QueryAnswer};
 use mpreg_proto::{Call, ClientConn, ClientEvent, TrafficClass};
-use mpreg_tokio::chunk::chunks;
-use mpreg_tokio::{FunctionSpec, Node, NodeEvent, Settings};
+use mpreg_proto::chunk::chunks;
+use mpreg_tokio::{FunctionSpec, Node, Event, Settings};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -104,7 +104,7 @@ async fn a_peer_that_stops_reading_fills_only_its_own_queue() {
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
     while let Some(o) = b_events.try_next() {
-        assert_ne!(o.event, NodeEvent::MemberSuspect { id: a.id() });
+        assert_ne!(o.event, Event::MemberSuspect { id: a.id() });
     }
     assert_eq!(b.stats().await.unwrap().live_members, 2);
 }

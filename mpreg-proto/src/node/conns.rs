@@ -128,7 +128,6 @@ impl Conns {
         self.by_addr.get(addr).copied()
     }
 
-
     fn is_primary(&self, id: ConnId) -> bool {
         self.map
             .get(&id)
@@ -375,12 +374,21 @@ impl Node {
 
     /// Sends a message on a bridge: no member `Hello` on its connection.
     pub(super) fn send_bridge(&mut self, now: Time, to: &Addr, msg: &Message) {
-        if let Some(c) = self.conns.primary(to).and_then(|id| self.conns.map.get_mut(&id)) {
+        if let Some(c) = self
+            .conns
+            .primary(to)
+            .and_then(|id| self.conns.map.get_mut(&id))
+        {
             c.bridge = true;
         }
-        self.send_frame(now, to, msg.kind(), TrafficClass::Control, false, |v, tag| {
-            wire::encode(msg, v, tag)
-        });
+        self.send_frame(
+            now,
+            to,
+            msg.kind(),
+            TrafficClass::Control,
+            false,
+            |v, tag| wire::encode(msg, v, tag),
+        );
     }
 
     /// Sends a frame whose body was encoded elsewhere.
@@ -498,6 +506,9 @@ impl Node {
                 return;
             }
             let backing_off = self.conns.backoff.get(to).is_some_and(|b| now < b.until);
+            if backing_off && self.status >= Status::Left {
+                return; // a node that left does not wait to dial again
+            }
             let mut d = Dialing::default();
             if !backing_off {
                 d.deadline = Some(now + self.cfg.connections.dial_timeout);
@@ -732,12 +743,8 @@ impl Node {
             .dialing
             .iter()
             .map(|(a, d)| {
-                d.deadline.unwrap_or_else(|| {
-                    self.conns
-                        .backoff
-                        .get(a)
-                        .map_or(Time::ZERO, |b| b.until)
-                })
+                d.deadline
+                    .unwrap_or_else(|| self.conns.backoff.get(a).map_or(Time::ZERO, |b| b.until))
             })
             .min();
         match next {
@@ -840,20 +847,21 @@ impl Node {
 
     // ----- leaving ----------------------------------------------------------
 
-    /// Once left: every connection is closed, and dials given up.
+    /// Once left: every connection is closed, and frames waiting out a
+    /// dial backoff are given up (dials in flight still deliver theirs).
     pub(super) fn close_all(&mut self, now: Time) {
         let ids: Vec<ConnId> = self.conns.map.keys().copied().collect();
         for id in ids {
             self.close_conn(now, id);
         }
+        self.conns.dialing.retain(|_, d| d.deadline.is_some());
+        self.arm_dial_timer();
     }
 
     /// A left node stops once nothing is open or opening (or the flush
     /// timer gave up).
     pub(super) fn check_stopped(&mut self, now: Time) {
-        if self.status == Status::Left
-            && self.conns.dialing.is_empty()
-            && self.conns.map.is_empty()
+        if self.status == Status::Left && self.conns.dialing.is_empty() && self.conns.map.is_empty()
         {
             self.stop(now);
         }

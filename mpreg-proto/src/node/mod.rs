@@ -444,7 +444,12 @@ impl Node {
 
     /// A frame arrived on connection `conn`. On `Err` the node is
     /// unchanged but for counters; the connection stays usable.
-    pub fn handle_frame(&mut self, now: Time, conn: ConnId, frame: &[u8]) -> Result<(), FrameError> {
+    pub fn handle_frame(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        frame: &[u8],
+    ) -> Result<(), FrameError> {
         let Some(c) = self.conns.get(conn) else {
             return Err(FrameError::UnknownConnection);
         };
@@ -748,7 +753,8 @@ impl Node {
         self.flush_broadcasts(now);
         self.calls.fail_all_pending(now);
         self.close_all(now);
-        self.timers.set(Timer::Leave, now + self.cfg.leave.flush_timeout);
+        self.timers
+            .set(Timer::Leave, now + self.cfg.leave.flush_timeout);
         self.check_stopped(now);
     }
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use mpreg_tokio::{MemberState, Node, NodeEvent, NodeId, Settings, Topology};
+use mpreg_tokio::{MemberState, Node, Event, NodeId, Settings, Topology};
 use std::time::{Duration, Instant};
 
 pub type Error = Box<dyn std::error::Error>;
@@ -106,7 +106,7 @@ pub fn report(what: &str, d: Duration) {
 }
 
 /// Counts events of one kind seen so far on a node's stream.
-pub fn count(events: &mut mpreg_tokio::Events, f: impl Fn(&NodeEvent) -> bool) -> usize {
+pub fn count(events: &mut mpreg_tokio::Events, f: impl Fn(&Event) -> bool) -> usize {
     let mut n = 0;
     while let Some(o) = events.try_next() {
         n += usize::from(f(&o.event));
@@ -117,6 +117,6 @@ pub fn count(events: &mut mpreg_tokio::Events, f: impl Fn(&NodeEvent) -> bool) -
 /// Leaves every node gracefully.
 pub async fn leave_all(nodes: &[Node]) {
     for n in nodes {
-        n.leave_with_grace(Duration::from_secs(1)).await;
+        n.leave().await;
     }
 }
