@@ -76,6 +76,8 @@ pub struct Log {
     pub calls: Vec<CallRecord>,
     /// Started handlers.
     pub invocations: Vec<InvocationRecord>,
+    /// Dials ordered: when, by which node, to which address.
+    pub dials: Vec<(Time, usize, Addr)>,
 }
 
 /// Network counters.
@@ -162,6 +164,9 @@ struct Conn {
     dir: [Dir; 2],
     /// Which ends have been told the connection closed.
     told: [bool; 2],
+    /// The incarnation of each end's process: a piece reaching a restarted
+    /// process on its predecessor's connection is answered with a reset.
+    incarnations: [u64; 2],
     /// The dialled address (reported back to the dialler).
     addr: Addr,
 }
@@ -191,6 +196,11 @@ enum Ev {
         addr: Addr,
     },
     StallCheck {
+        conn: u64,
+        epoch: u64,
+    },
+    /// A connection breaks (the host reset it).
+    Reset {
         conn: u64,
         epoch: u64,
     },
@@ -555,8 +565,22 @@ impl Sim {
         n.node = Some(node);
         n.silent = false;
         let seeds = n.seeds.clone();
-        // The old process's connections are reset by the host.
-        self.break_all(i as u32);
+        // The old process's connections are dead: what peers were still
+        // retransmitting to it is reset a round trip from now; an idle one
+        // is reset when something next reaches it.
+        let me = i as u32;
+        let retrying: Vec<(u64, u64, Duration)> = self
+            .conns
+            .iter()
+            .filter_map(|(g, c)| {
+                let d = c.ends.iter().position(|e| e.0 != me)?;
+                let toward_me = c.ends[1 - d].0 == me && !c.dir[d].held.is_empty();
+                toward_me.then(|| (*g, c.epoch, self.link(c.ends[0].0, c.ends[1].0).latency * 2))
+            })
+            .collect();
+        for (g, epoch, rtt) in retrying {
+            self.schedule(self.now + rtt, Ev::Reset { conn: g, epoch });
+        }
         self.drain(i as u32);
         if !seeds.is_empty() {
             self.with_node(i, |n, now| n.join(now, seeds));
@@ -618,6 +642,18 @@ impl Sim {
             .map(|c| c.dir[0].held.len() + c.dir[1].held.len())
             .sum();
         (self.conns.len(), held, self.queue.len())
+    }
+
+    /// Connections between two nodes (opening ones included).
+    pub fn connections_between(&self, a: usize, b: usize) -> usize {
+        let (a, b) = (a as u32, b as u32);
+        self.conns
+            .values()
+            .filter(|c| {
+                let ends = [c.ends[0].0, c.ends[1].0];
+                ends == [a, b] || ends == [b, a]
+            })
+            .count()
     }
 
     /// Connections with an end at a node (opening ones included).
@@ -705,6 +741,11 @@ impl Sim {
                 }
             }
             Ev::StallCheck { conn, epoch } => self.stall_check(conn, epoch),
+            Ev::Reset { conn, epoch } => {
+                if self.conns.get(&conn).is_some_and(|c| c.epoch == epoch) {
+                    self.break_conn(conn);
+                }
+            }
             Ev::InvokeDone {
                 node,
                 incarnation,
@@ -758,7 +799,12 @@ impl Sim {
         let now = self.now;
         match o {
             Order::Send(t) => self.send(i, t),
-            Order::Dial(addr) => self.dial(i, addr),
+            Order::Dial(addr) => {
+                if self.record_events {
+                    self.log.dials.push((now, i as usize, addr.clone()));
+                }
+                self.dial(i, addr)
+            }
             Order::Close(id) => {
                 if let Some(&g) = self.ends.get(&(i, id)) {
                     self.send_piece(g, i, Piece::Close);
@@ -984,6 +1030,10 @@ impl Sim {
                 epoch,
                 dir: [Dir::default(), Dir::default()],
                 told: [false; 2],
+                incarnations: [
+                    self.nodes[from as usize].incarnation,
+                    self.nodes[to as usize].incarnation,
+                ],
                 addr,
             },
         );
@@ -1122,6 +1172,10 @@ impl Sim {
         let (to, id) = c.ends[1 - d];
         if c.told[1 - d] {
             return; // that end is closed already
+        }
+        if self.nodes[to as usize].incarnation != c.incarnations[1 - d] {
+            // A restarted process: its host resets the old connection.
+            return self.break_conn(g);
         }
         match piece {
             Piece::Frame(frame) => {

@@ -873,6 +873,7 @@ impl Node {
             id,
             addr: c.key.clone(),
             node: c.node,
+            incarnation: c.incarnation,
             outbound: c.outbound,
             primary: self.conns.is_primary(id),
             kept: self.conns.is_primary(id) && self.kept(&c.key),

@@ -82,6 +82,8 @@ pub struct ConnView {
     pub addr: Addr,
     /// The peer, once its `Hello` arrived.
     pub node: Option<NodeId>,
+    /// The peer's incarnation, from its `Hello` (0 before).
+    pub incarnation: u64,
     /// This node dialled it.
     pub outbound: bool,
     /// Frames to `addr` go on it (the other is a duplicate, closing once

@@ -14,7 +14,7 @@ pub fn seeds(default: &[u64]) -> Vec<u64> {
 }
 
 /// Runs `f` for every seed, naming the seed if it panics.
-pub fn for_seeds(default: &[u64], f: impl Fn(u64)) {
+pub fn for_seeds(default: &[u64], mut f: impl FnMut(u64)) {
     for seed in seeds(default) {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
         if let Err(e) = r {
