@@ -19,7 +19,6 @@ use compact_str::CompactString;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
 /// A set of resource tags, such as `{"gpu", "model-a"}`.
 pub type ResourceSet = BTreeSet<CompactString>;
@@ -172,7 +171,8 @@ struct OwnerCatalog {
 
 impl OwnerCatalog {
     fn hash(&self, owner: &NodeId) -> u64 {
-        self.sum.wrapping_add(mix(&(owner, self.epoch, self.floor)))
+        self.sum
+            .wrapping_add(crate::hash::canonical(&(owner, self.epoch, self.floor)))
     }
 }
 
@@ -205,12 +205,6 @@ pub struct Catalog {
     total: usize,
 }
 
-pub(crate) fn mix<T: Hash + ?Sized>(v: &T) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    v.hash(&mut h);
-    h.finish()
-}
-
 /// Removes an entry, keeping the owner's hash sum right.
 fn take(oc: &mut OwnerCatalog, owner: &NodeId, k: &FnKey, removed: &mut Vec<(FnKey, Entry)>) {
     if let Some(e) = oc.entries.remove(k) {
@@ -219,8 +213,9 @@ fn take(oc: &mut OwnerCatalog, owner: &NodeId, k: &FnKey, removed: &mut Vec<(FnK
     }
 }
 
+/// An entry's digest leaf: owner, name, version, scope, counter, body.
 fn entry_hash(owner: &NodeId, key: &FnKey, e: &Entry) -> u64 {
-    mix(&(owner, &key.0, key.1.to_string(), &key.2, e.counter, &e.body))
+    crate::hash::canonical(&(owner, &key.0, &key.1, &key.2, e.counter, &e.body))
 }
 
 impl Catalog {

@@ -161,6 +161,7 @@ pub mod config;
 mod digest;
 pub mod error;
 mod event;
+mod hash;
 mod id;
 mod members;
 mod metrics;

@@ -655,7 +655,7 @@ impl Node {
         }
         let pick = if let Some(id) = fixed {
             // Rendezvous: every node with the same view picks the same one.
-            let score = |n: &NodeId| crate::catalog::mix(&(id, n));
+            let score = |n: &NodeId| crate::hash::canonical(&(id, n));
             candidates
                 .iter()
                 .copied()

@@ -367,7 +367,7 @@ impl Node {
             .collect();
         for (addr, cluster) in peers {
             let routes = self.summary_for(&cluster);
-            let hash = crate::catalog::mix(&format!("{routes:?}"));
+            let hash = crate::hash::canonical(&routes);
             if self.fed.exported.get(&addr) == Some(&hash) {
                 continue;
             }

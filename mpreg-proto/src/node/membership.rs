@@ -404,7 +404,7 @@ impl Node {
     /// The digest leaf of a member: its record's hash plus its catalog's.
     pub(super) fn leaf(&self, id: &NodeId) -> Option<u64> {
         let m = self.members.get(id)?;
-        let h = crate::catalog::mix(&(
+        let h = crate::hash::canonical(&(
             id,
             m.addr.as_str(),
             m.incarnation,
