@@ -14,59 +14,10 @@
 
 use crate::error::RegisterError;
 use crate::id::NodeId;
-use crate::wire::{CatalogDelta, CatalogEntry};
+pub use crate::records::{CatalogDelta, CatalogEntry, FnBody, ResourceSet, Route};
 use compact_str::CompactString;
 use semver::Version;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A set of resource tags, such as `{"gpu", "model-a"}`.
-pub type ResourceSet = BTreeSet<CompactString>;
-
-/// What a catalog entry says about a function beyond its name and version.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct FnBody {
-    /// Resources the serving node has.
-    pub resources: ResourceSet,
-    /// Safe to run twice: retried on another provider if one dies mid-call.
-    pub idempotent: bool,
-    /// Set on a route entry: the function is served in another cluster,
-    /// reached through the owning bridge node.
-    pub route: Option<Route>,
-}
-
-impl FnBody {
-    /// The scope an entry is keyed by: its destination cluster, or empty
-    /// for a function served in this cluster.
-    pub fn scope(&self) -> &str {
-        self.route.as_ref().map_or("", |r| r.cluster.as_str())
-    }
-
-    /// Whether a node serving this entry has every resource in `locs`
-    /// (for a route: some single node of the destination cluster).
-    pub fn satisfies(&self, locs: &ResourceSet) -> bool {
-        match &self.route {
-            None => locs.is_subset(&self.resources),
-            Some(r) => r.sets.iter().any(|s| locs.is_subset(s)),
-        }
-    }
-}
-
-/// How a function served in another cluster is reached: the clusters on
-/// the way (the next one first, the destination last) and the maximal
-/// resource sets single nodes there serve it with.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct Route {
-    /// The destination cluster.
-    pub cluster: CompactString,
-    /// Clusters from the next to the destination (path vector).
-    pub path: Vec<CompactString>,
-    /// Maximal resource sets, each served by one node there (never a union
-    /// across nodes).
-    pub sets: Vec<ResourceSet>,
-}
 
 /// A function an application registers on its node.
 #[derive(Clone, PartialEq, Eq, Debug)]

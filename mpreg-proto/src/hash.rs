@@ -91,12 +91,19 @@ mod tests {
     #[test]
     fn golden_vectors() {
         use crate::id::{CallId, NodeId};
-        use crate::members::MemberState;
+        use crate::records::MemberState;
         let a = NodeId::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
         let b = NodeId::from_u128(7);
         // A suspected member's leaf: id (16 bytes, big-endian), address,
         // incarnation and state as varints, the accusers, the name.
-        let leaf = (a, "ws://10.0.0.1:7000", 4u64, MemberState::Suspect, &[b][..], "n1");
+        let leaf = (
+            a,
+            "ws://10.0.0.1:7000",
+            4u64,
+            MemberState::Suspect,
+            &[b][..],
+            "n1",
+        );
         assert_eq!(
             postcard::to_stdvec(&leaf).unwrap(),
             [

@@ -166,6 +166,7 @@ mod id;
 mod members;
 mod metrics;
 mod node;
+mod records;
 mod rtt;
 pub mod testing;
 mod time;
@@ -181,8 +182,8 @@ pub use config::{
 pub use error::{CallError, FrameError, InvocationError, RegisterError};
 pub use event::{Closed, ConnId, Event, Invocation, Order, TrafficClass, Transmit};
 pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId, Url};
-pub use members::MemberState;
 pub use metrics::{Limit, Metrics, PerKind, RejectReason};
 pub use node::{Call, ConnView, Identity, MemberView, Node, Status};
+pub use records::MemberState;
 pub use time::Time;
 pub use wire::Role;

@@ -10,34 +10,12 @@
 //! associative and idempotent.
 
 use crate::id::{Addr, Incarnation, NodeId};
+use crate::records::{MemberRecord, MemberState};
 use crate::time::Time;
-use crate::wire::MemberRecord;
 use compact_str::CompactString;
-use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A member's liveness, in merge order.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum MemberState {
-    /// Answers probes.
-    Alive,
-    /// Missed direct and indirect probes; may refute.
-    Suspect,
-    /// Declared failed; kept for the reconnect window and re-probed.
-    Dead,
-    /// Left gracefully; final for this incarnation.
-    Left,
-}
-
-impl MemberState {
-    /// Alive or Suspect: counted in the cluster size, routable.
-    pub fn is_live(self) -> bool {
-        matches!(self, MemberState::Alive | MemberState::Suspect)
-    }
-}
 
 /// One member as stored: compact, since every node stores every member.
 #[derive(Clone, PartialEq, Eq, Debug)]

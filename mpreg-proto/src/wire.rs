@@ -23,10 +23,10 @@
 //! Every failure is a typed [`DecodeError`]; nothing here panics on any
 //! input, and decoding never changes node state.
 
-use crate::catalog::FnBody;
-use crate::error::CallError;
 use crate::id::{Addr, CallId, Incarnation, NodeId};
-use crate::members::MemberState;
+pub use crate::records::{
+    CallError, CatalogDelta, CatalogEntry, FnBody, MemberRecord, MemberState,
+};
 use bytes::Bytes;
 use compact_str::CompactString;
 use semver::{Version, VersionReq};
@@ -102,60 +102,6 @@ pub struct Hello {
     pub cluster_id: CompactString,
     /// Member or client.
     pub role: Role,
-}
-
-/// A member's replicated record. Ordered by `(incarnation, state)`; see
-/// [`MemberState`].
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct MemberRecord {
-    /// Whose record.
-    pub id: NodeId,
-    /// Where it listens.
-    pub addr: Addr,
-    /// Its incarnation.
-    pub incarnation: Incarnation,
-    /// Alive, Suspect, Dead or Left.
-    pub state: MemberState,
-    /// For a Suspect: the distinct members that accused it (bounded).
-    pub accusers: Vec<NodeId>,
-    /// Its human-readable name.
-    pub name: CompactString,
-}
-
-/// One catalog entry of an owner, or its tombstone.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct CatalogEntry {
-    /// Function name.
-    pub name: CompactString,
-    /// Function version.
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::version))]
-    pub version: Version,
-    /// Empty for a function served in the owner's cluster; the destination
-    /// cluster for a route entry.
-    pub scope: CompactString,
-    /// The owner's counter when it wrote this entry.
-    pub counter: u64,
-    /// `None` for a tombstone.
-    pub body: Option<FnBody>,
-}
-
-/// Changes to one owner's catalog. `complete` marks a full snapshot: any
-/// entry below `floor` that it does not list has been removed.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct CatalogDelta {
-    /// The node whose functions these are (the only writer).
-    pub owner: NodeId,
-    /// The owner's catalog epoch (its incarnation when it started).
-    pub epoch: u64,
-    /// Tombstones below this counter have been collected.
-    pub floor: u64,
-    /// Whether this lists every entry at or above `floor` and every live one.
-    pub complete: bool,
-    /// The entries.
-    pub entries: Vec<CatalogEntry>,
 }
 
 /// A unit of replicated state: what broadcasts and anti-entropy carry.
@@ -679,14 +625,7 @@ mod arb {
     use super::*;
     use arbitrary::{Arbitrary, Result, Unstructured};
 
-    pub(super) fn version(u: &mut Unstructured<'_>) -> Result<Version> {
-        let mut v = Version::new(u.arbitrary()?, u.arbitrary()?, u.arbitrary()?);
-        if u.ratio(1, 8)? {
-            v.pre =
-                semver::Prerelease::new(u.choose(&["alpha", "rc.1", "0.3.7"])?).unwrap_or_default();
-        }
-        Ok(v)
-    }
+    pub(super) use crate::records::arb_version as version;
 
     pub(super) fn version_req(u: &mut Unstructured<'_>) -> Result<Option<VersionReq>> {
         let reqs = ["*", "^1", "=1.0.0", ">=0.2, <2", "~1.2.3", "<0.0.1"];

@@ -13,8 +13,9 @@
 use super::Node;
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
-use crate::members::{MemberState, Merge};
+use crate::members::Merge;
 use crate::metrics::Limit;
+use crate::records::MemberState;
 use crate::time::Time;
 use crate::timers::Timer;
 use crate::wire::{CatalogDelta, Message, MessageKind, Update, UpdateId};
@@ -447,7 +448,7 @@ impl Node {
                 state,
             } = id
                 && who == self.me
-                && state != crate::members::MemberState::Alive
+                && state != crate::records::MemberState::Alive
             {
                 // An accusation of this node: the announcement says enough
                 // to refute it; no need to fetch it.

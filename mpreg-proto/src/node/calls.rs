@@ -18,8 +18,8 @@ use crate::catalog::{Provider, ResourceSet};
 use crate::error::{CallError, InvocationError};
 use crate::event::{Event, Invocation, Order, TrafficClass};
 use crate::id::{Addr, CallId, InvocationId, NodeId};
-use crate::members::MemberState;
 use crate::metrics::Limit;
+use crate::records::MemberState;
 use crate::time::Time;
 use crate::timers::Timer;
 use crate::wire::{

@@ -708,7 +708,7 @@ impl Node {
         let Some(m) = self.members.get(&node) else {
             return;
         };
-        if m.state == crate::members::MemberState::Alive || m.incarnation < incarnation {
+        if m.state == crate::records::MemberState::Alive || m.incarnation < incarnation {
             return;
         }
         let period = self.cfg.membership.probe_period;

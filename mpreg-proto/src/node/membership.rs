@@ -16,7 +16,8 @@
 use super::{Node, Status};
 use crate::event::{Event, TrafficClass};
 use crate::id::{Addr, NodeId};
-use crate::members::{MemberState, Merge};
+use crate::members::Merge;
+use crate::records::MemberState;
 use crate::time::Time;
 use crate::timers::Timer;
 use crate::wire::{Ack, MemberRecord, Message, PingReq, Update};

@@ -14,7 +14,7 @@
 use super::Node;
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
-use crate::members::MemberState;
+use crate::records::MemberState;
 use crate::rtt::Rtt;
 use crate::time::Time;
 use crate::timers::Timer;

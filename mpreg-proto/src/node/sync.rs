@@ -21,7 +21,7 @@ use super::broadcast::Applied;
 use crate::digest::{self, MAX_LEVEL};
 use crate::event::TrafficClass;
 use crate::id::{Addr, NodeId};
-use crate::members::MemberState;
+use crate::records::MemberState;
 use crate::time::Time;
 use crate::timers::Timer;
 use crate::wire::{H64, Message, MessageKind, SyncRanges, SyncSummaries, Update};
