@@ -13,12 +13,12 @@
 //! # Ok(()) }
 //! ```
 
+use crate::api::{CallBuilder, Dispatch, FunctionEntry};
 use crate::conn::{self, ConnEvent, Outbox};
-use mpreg_proto::chunk::MAX_CHUNK;
-use crate::node::{CallBuilder, FunctionEntry, Target};
 use crate::transport::Transport;
 use crate::ws::WsTransport;
 use bytes::Bytes;
+use mpreg_proto::chunk::MAX_CHUNK;
 use mpreg_proto::wire::{Query, QueryAnswer};
 use mpreg_proto::{
     Addr, Call, CallError, ClientConn, ClientEvent, MemberState, MemberView, NodeId, TrafficClass,
@@ -61,7 +61,7 @@ pub enum ClientError {
     Closed,
 }
 
-pub(crate) enum ClientCommand {
+enum ClientCommand {
     Call {
         call: Call,
         reply: oneshot::Sender<Result<Bytes, CallError>>,
@@ -173,20 +173,17 @@ impl Client {
     /// A call with JSON arguments (a tuple is a list of positional
     /// arguments).
     pub fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> CallBuilder {
-        CallBuilder::new(
-            Target::Client(self.tx.clone()),
-            function,
-            serde_json::to_vec(args),
-        )
+        CallBuilder::new(self.dispatch(), function, serde_json::to_vec(args))
     }
 
     /// A call with raw-bytes arguments.
     pub fn call_raw(&self, function: &str, args: impl Into<Bytes>) -> CallBuilder {
-        CallBuilder::new(
-            Target::Client(self.tx.clone()),
-            function,
-            Ok(args.into().to_vec()),
-        )
+        CallBuilder::new(self.dispatch(), function, Ok(args.into().to_vec()))
+    }
+
+    fn dispatch(&self) -> Dispatch {
+        let tx = self.tx.clone();
+        Box::new(move |c| Box::pin(call(tx, c)))
     }
 
     async fn query(&self, query: Query) -> Result<QueryAnswer, ClientError> {
@@ -242,7 +239,7 @@ impl Client {
     }
 }
 
-pub(crate) async fn call(tx: mpsc::Sender<ClientCommand>, call: Call) -> Result<Bytes, CallError> {
+async fn call(tx: mpsc::Sender<ClientCommand>, call: Call) -> Result<Bytes, CallError> {
     let budget = call.timeout.unwrap_or(DEFAULT_BUDGET);
     let (reply, rx) = oneshot::channel();
     let closed = || CallError::Unreachable;

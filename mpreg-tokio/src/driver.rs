@@ -8,9 +8,9 @@
 //! connection to keep, when to close one, when a leave moves on. This loop
 //! gives sockets ids and reports what happened to them.
 
+use crate::api::{FunctionEntry, Handler, Observed, Stats};
 use crate::config::RuntimeSettings;
 use crate::conn::{self, ConnEvent, Outbox};
-use crate::node::{FunctionEntry, Handler, Observed, Stats};
 use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -278,7 +278,11 @@ impl<T: Transport> Driver<T> {
                     // The peer stopped reading: drop its connection, never
                     // block the loop.
                     self.stats.queue_overflows += 1;
-                    tracing::warn!(conn = t.conn.0, queued = c.outbox.queued_bytes(), "outbox full: dropping the connection");
+                    tracing::warn!(
+                        conn = t.conn.0,
+                        queued = c.outbox.queued_bytes(),
+                        "outbox full: dropping the connection"
+                    );
                     self.end_conn(t.conn, Closed::Lost);
                 }
             }
@@ -449,7 +453,11 @@ impl<T: Transport> Driver<T> {
         let done: Vec<(ConnId, Closed)> = self
             .conns
             .iter()
-            .filter_map(|(id, c)| c.linger.filter(|(t, _)| t.elapsed() >= LINGER).map(|(_, how)| (*id, how)))
+            .filter_map(|(id, c)| {
+                c.linger
+                    .filter(|(t, _)| t.elapsed() >= LINGER)
+                    .map(|(_, how)| (*id, how))
+            })
             .collect();
         for (id, how) in done {
             self.end_conn(id, how);

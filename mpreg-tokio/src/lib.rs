@@ -61,6 +61,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+mod api;
 pub mod client;
 pub mod config;
 mod conn;
@@ -69,12 +70,10 @@ mod node;
 pub mod transport;
 mod ws;
 
+pub use api::{CallBuilder, Events, FunctionEntry, Observed, Reply, Stats, Stopped, funtimes};
 pub use client::{Client, ClientError};
 pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
-pub use node::{
-    CallBuilder, Events, FunctionEntry, Node, NodeInfo, Observed, Reply, StartError, Stats,
-    Stopped, funtimes,
-};
+pub use node::{Node, NodeInfo, StartError};
 pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 

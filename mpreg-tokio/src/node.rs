@@ -1,159 +1,29 @@
 //! The application API: start a node, register handlers, call functions,
 //! read views and events, leave.
 
+use crate::api::{
+    CallBuilder, Dispatch, Events, FunctionEntry, Handler, LocalFuture, Observed, Stats, Stopped,
+    decode_args, encode_result,
+};
 use crate::config::Settings;
 use crate::driver::{Command, Driver};
 use crate::transport::{Listener, Transport};
 use crate::ws::WsTransport;
 use bytes::Bytes;
 use mpreg_proto::{
-    Addr, Call, CallError, Config, Event, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
+    Addr, CallError, Config, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
     RegisterError, Time,
 };
-use semver::{Version, VersionReq};
+use semver::Version;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
-type LocalFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>>>>;
-
-/// A registered handler, as the drive loop runs it.
-#[derive(Clone)]
-pub(crate) enum Handler {
-    /// Runs on the drive loop's thread (must not block).
-    Async(Arc<dyn Fn(Bytes) -> LocalFuture + Send + Sync>),
-    /// Runs on the blocking pool.
-    Blocking(Arc<dyn Fn(Bytes) -> Result<Bytes, String> + Send + Sync>),
-}
-
-/// An event of the core and when the drive loop saw it. The stream
-/// carries membership, catalog and limit events; the outcome of a call
-/// goes to its caller instead ([`Event::CallDone`] never appears here).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
-    /// When it was observed.
-    pub at: Instant,
-    /// What.
-    pub event: Event,
-}
-
-/// One catalog entry of a live node (the funtimes view, flattened).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FunctionEntry {
-    /// Function name.
-    pub name: String,
-    /// Version.
-    #[serde(serialize_with = "ser_display")]
-    pub version: Version,
-    /// The serving node.
-    #[serde(serialize_with = "ser_display")]
-    pub node: NodeId,
-    /// Its resources.
-    pub resources: Vec<String>,
-    /// Whether calls may be retried on another provider.
-    pub idempotent: bool,
-    /// For a function served in another cluster: that cluster. `node` is
-    /// then this cluster's bridge node towards it, and `resources` one of
-    /// the maximal sets a single node there serves.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// For a function served in another cluster: the clusters a call
-    /// crosses, from the next one to `cluster`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub via: Vec<String>,
-}
-
-impl FunctionEntry {
-    /// The entries one catalog provider stands for: itself, or for a route
-    /// to another cluster one entry per resource set served there.
-    pub(crate) fn of(
-        name: &str,
-        node: NodeId,
-        version: &Version,
-        body: &mpreg_proto::FnBody,
-    ) -> Vec<FunctionEntry> {
-        let entry = |resources: &mpreg_proto::ResourceSet| FunctionEntry {
-            name: name.to_string(),
-            version: version.clone(),
-            node,
-            resources: resources.iter().map(|r| r.to_string()).collect(),
-            idempotent: body.idempotent,
-            cluster: body.route.as_ref().map(|r| r.cluster.to_string()),
-            via: body
-                .route
-                .as_ref()
-                .map_or_else(Vec::new, |r| r.path.iter().map(|c| c.to_string()).collect()),
-        };
-        match &body.route {
-            Some(r) => r.sets.iter().map(entry).collect(),
-            None => vec![entry(&body.resources)],
-        }
-    }
-}
-
-fn ser_display<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-/// The funtimes view: function → resource set → serving nodes (of this
-/// cluster: routes to other clusters are left out).
-pub fn funtimes(entries: &[FunctionEntry]) -> BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> {
-    let mut out: BTreeMap<String, BTreeMap<Vec<String>, Vec<NodeId>>> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.cluster.is_none()) {
-        out.entry(e.name.clone())
-            .or_default()
-            .entry(e.resources.clone())
-            .or_default()
-            .push(e.node);
-    }
-    out
-}
-
-/// Runtime counters of a node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Open (or opening) connections.
-    pub connections: usize,
-    /// Addresses the core asked to keep connected (its active view).
-    pub kept: usize,
-    /// Dials started.
-    pub dials: u64,
-    /// Dials that failed.
-    pub dial_failures: u64,
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections refused (limit reached, or leaving).
-    pub refused: u64,
-    /// Connections closed because they were idle.
-    pub idle_closed: u64,
-    /// Connections dropped because their peer stopped reading.
-    pub queue_overflows: u64,
-    /// Frames skipped because they exceeded `limits.max_frame_size`.
-    pub frames_too_large: u64,
-    /// Frames the core rejected.
-    pub frames_rejected: u64,
-    /// Handlers running.
-    pub running_invocations: usize,
-    /// Calls this node waits on.
-    pub pending_calls: usize,
-    /// Alive and Suspect members, this node included.
-    pub live_members: usize,
-    /// Lifeguard local-health score (0 is healthy).
-    pub local_health: u32,
-}
-
-/// The node stopped (it left, was aborted, or its thread ended).
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-#[error("the node has stopped")]
-pub struct Stopped;
 
 /// Why a node did not start.
 #[derive(Debug, Error)]
@@ -282,21 +152,6 @@ fn echos(args: Bytes) -> Result<Bytes, String> {
 
 fn builtin(f: fn(Bytes) -> Result<Bytes, String>) -> Handler {
     Handler::Async(Arc::new(move |args| Box::pin(std::future::ready(f(args)))))
-}
-
-/// Decodes JSON arguments; empty arguments are `null`.
-fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, String> {
-    let args = if args.is_empty() { b"null" } else { args };
-    serde_json::from_slice(args).map_err(|e| format!("invalid arguments: {e}"))
-}
-
-fn encode_result<R: Serialize, E: Display>(r: Result<R, E>) -> Result<Bytes, String> {
-    match r {
-        Ok(v) => serde_json::to_vec(&v)
-            .map(Bytes::from)
-            .map_err(|e| format!("the result does not encode as JSON: {e}")),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 fn spec(name: &str, resources: impl IntoIterator<Item = impl AsRef<str>>) -> FunctionSpec {
@@ -549,19 +404,35 @@ impl Node {
     /// A call with JSON arguments (a tuple is a list of positional
     /// arguments). Await it for the [`Reply`].
     pub fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> CallBuilder {
-        CallBuilder::new(self.target(), function, serde_json::to_vec(args))
+        CallBuilder::new(self.dispatch(), function, serde_json::to_vec(args))
     }
 
     /// A call with raw-bytes arguments.
     pub fn call_raw(&self, function: &str, args: impl Into<Bytes>) -> CallBuilder {
-        CallBuilder::new(self.target(), function, Ok(args.into().to_vec()))
+        CallBuilder::new(self.dispatch(), function, Ok(args.into().to_vec()))
     }
 
-    fn target(&self) -> Target {
-        Target::Node {
-            cmd: self.inner.cmd.clone(),
-            token: self.inner.tokens.fetch_add(1, Ordering::Relaxed),
-        }
+    /// Sends a call to the drive loop; dropping the future cancels it.
+    fn dispatch(&self) -> Dispatch {
+        let cmd = self.inner.cmd.clone();
+        let token = self.inner.tokens.fetch_add(1, Ordering::Relaxed);
+        Box::new(move |call| {
+            Box::pin(async move {
+                let stopped = || CallError::Rejected("the node has stopped".into());
+                let (reply, rx) = oneshot::channel();
+                cmd.send(Command::Call { token, call, reply })
+                    .await
+                    .map_err(|_| stopped())?;
+                let mut guard = CancelGuard {
+                    cmd,
+                    token,
+                    armed: true,
+                };
+                let r = rx.await;
+                guard.armed = false;
+                r.map_err(|_| stopped())?
+            })
+        })
     }
 
     /// Every member this node knows, itself included.
@@ -748,133 +619,7 @@ async fn run_node<T: Transport>(
     driver.run(inputs, listener).await;
 }
 
-/// A stream of [`Observed`] events.
-#[derive(Debug)]
-pub struct Events {
-    rx: broadcast::Receiver<Observed>,
-    skipped: u64,
-}
-
-impl Events {
-    /// The next event; `None` once the node has stopped.
-    pub async fn next(&mut self) -> Option<Observed> {
-        loop {
-            match self.rx.recv().await {
-                Ok(e) => return Some(e),
-                Err(broadcast::error::RecvError::Lagged(n)) => self.skipped += n,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<Observed> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(e) => return Some(e),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => self.skipped += n,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Events skipped because this receiver fell behind.
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-}
-
-// ----- calls ---------------------------------------------------------------------
-
-pub(crate) enum Target {
-    Node {
-        cmd: mpsc::Sender<Command>,
-        token: u64,
-    },
-    Client(mpsc::Sender<crate::client::ClientCommand>),
-}
-
-/// A call being prepared; `.await` it for the outcome.
-#[must_use = "a call does nothing until awaited"]
-pub struct CallBuilder {
-    target: Target,
-    call: Call,
-    error: Option<CallError>,
-}
-
-impl std::fmt::Debug for CallBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallBuilder")
-            .field("call", &self.call)
-            .finish()
-    }
-}
-
-impl CallBuilder {
-    pub(crate) fn new(
-        target: Target,
-        function: &str,
-        args: Result<Vec<u8>, serde_json::Error>,
-    ) -> CallBuilder {
-        let (args, error) = match args {
-            Ok(a) => (Bytes::from(a), None),
-            Err(e) => (
-                Bytes::new(),
-                Some(CallError::Rejected(format!(
-                    "the arguments do not encode as JSON: {e}"
-                ))),
-            ),
-        };
-        CallBuilder {
-            target,
-            call: Call::new(function).args(args),
-            error,
-        }
-    }
-
-    /// Requires the executing node to have these resources.
-    pub fn locs(mut self, locs: impl IntoIterator<Item = impl AsRef<str>>) -> CallBuilder {
-        self.call = self.call.locs(locs);
-        self
-    }
-
-    /// Sets the time budget (default: the node's `calls.default_timeout`).
-    pub fn timeout(mut self, timeout: Duration) -> CallBuilder {
-        self.call = self.call.timeout(timeout);
-        self
-    }
-
-    /// Accepts only versions matching `req`.
-    pub fn version(mut self, req: VersionReq) -> CallBuilder {
-        self.call = self.call.version(req);
-        self
-    }
-
-    /// Requires the call to be served in `cluster`, reached over bridges
-    /// when it is not this node's own. Without it, a call with no provider
-    /// in this cluster goes to the nearest cluster that has one.
-    pub fn cluster(mut self, cluster: impl AsRef<str>) -> CallBuilder {
-        self.call = self.call.cluster(cluster);
-        self
-    }
-}
-
-/// A call's result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply(pub Bytes);
-
-impl Reply {
-    /// The raw bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    /// Decodes the result as JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.0)
-    }
-}
-
+/// Cancels a call whose future was dropped before its outcome.
 struct CancelGuard {
     cmd: mpsc::Sender<Command>,
     token: u64,
@@ -886,41 +631,6 @@ impl Drop for CancelGuard {
         if self.armed {
             let _ = self.cmd.try_send(Command::Cancel { token: self.token });
         }
-    }
-}
-
-impl IntoFuture for CallBuilder {
-    type Output = Result<Reply, CallError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<Reply, CallError>> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            if let Some(e) = self.error {
-                return Err(e);
-            }
-            let stopped = || CallError::Rejected("the node has stopped".into());
-            match self.target {
-                Target::Node { cmd, token } => {
-                    let (tx, rx) = oneshot::channel();
-                    cmd.send(Command::Call {
-                        token,
-                        call: self.call,
-                        reply: tx,
-                    })
-                    .await
-                    .map_err(|_| stopped())?;
-                    let mut guard = CancelGuard {
-                        cmd,
-                        token,
-                        armed: true,
-                    };
-                    let r = rx.await;
-                    guard.armed = false;
-                    r.map_err(|_| stopped())?.map(Reply)
-                }
-                Target::Client(tx) => crate::client::call(tx, self.call).await.map(Reply),
-            }
-        })
     }
 }
 
@@ -942,17 +652,5 @@ mod tests {
         );
         assert_eq!(echos(Bytes::from_static(b"7")).unwrap(), "[7]");
         assert!(echos(Bytes::from_static(b"\xff")).is_err());
-    }
-
-    #[test]
-    fn typed_arguments_decode_from_positional_json() {
-        let (a, b): (i64, String) = decode_args(b"[1,\"x\"]").unwrap();
-        assert_eq!((a, b.as_str()), (1, "x"));
-        let () = decode_args(b"").unwrap();
-        assert!(
-            decode_args::<(i64,)>(b"{}")
-                .unwrap_err()
-                .contains("invalid arguments")
-        );
     }
 }

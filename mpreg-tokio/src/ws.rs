@@ -43,7 +43,6 @@ fn io_err(e: WsError) -> io::Error {
     }
 }
 
-
 impl Transport for WsTransport {
     type Sink = WsSink;
     type Stream = WsStream;

@@ -1,9 +1,7 @@
 //! Real nodes over loopback WebSockets, in one process. Every wait polls an
 //! observable condition with a deadline.
 
-use mpreg_tokio::{
-    CallError, Client, FunctionSpec, MemberState, Node, Event, NodeId, Settings,
-};
+use mpreg_tokio::{CallError, Client, Event, FunctionSpec, MemberState, Node, NodeId, Settings};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -493,9 +491,11 @@ async fn a_graceful_leave_under_load_loses_no_outcome() {
         }));
     }
     let leaver = nodes[2].clone();
-    eventually(Duration::from_secs(5), "calls running on the leaver", || async {
-        leaver.stats().await.unwrap().running_invocations >= 4
-    })
+    eventually(
+        Duration::from_secs(5),
+        "calls running on the leaver",
+        || async { leaver.stats().await.unwrap().running_invocations >= 4 },
+    )
     .await;
     leaver.leave().await;
     tokio::time::sleep(Duration::from_millis(300)).await;

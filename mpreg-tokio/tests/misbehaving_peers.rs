@@ -4,10 +4,10 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use mpreg_proto::chunk::chunks;
 use mpreg_proto::wire::{Query, QueryAnswer};
 use mpreg_proto::{Call, ClientConn, ClientEvent, TrafficClass};
-use mpreg_proto::chunk::chunks;
-use mpreg_tokio::{FunctionSpec, Node, Event, Settings};
+use mpreg_tokio::{Event, FunctionSpec, Node, Settings};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;

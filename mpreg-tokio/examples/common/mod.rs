@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use mpreg_tokio::{MemberState, Node, Event, NodeId, Settings, Topology};
+use mpreg_tokio::{Event, MemberState, Node, NodeId, Settings, Topology};
 use std::time::{Duration, Instant};
 
 pub type Error = Box<dyn std::error::Error>;
