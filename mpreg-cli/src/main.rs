@@ -16,8 +16,7 @@ mod net;
 
 use clap::{Args, Parser, Subcommand};
 use mpreg_tokio::config::{
-    ConfigError, FederationLayer, Layer, PolicyKind, check_names, parse_bridge, parse_duration,
-    parse_seed,
+    ConfigError, Layer, PolicyKind, check_names, parse_bridge, parse_duration, parse_seed,
 };
 use mpreg_tokio::{Policy, Settings, Topology, VersionReq};
 use std::path::PathBuf;
@@ -203,21 +202,25 @@ enum ClientCommand {
 
 fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError> {
     let mut kind = None;
-    let mut l = Layer {
-        host: a.host.clone(),
-        port: a.port,
-        advertise: a.advertise.clone(),
-        name: a.name.clone(),
-        cluster_id: a.cluster_id.clone(),
-        ..Layer::default()
-    };
+    let mut l = Layer::default();
+    for (key, v) in [
+        ("host", &a.host),
+        ("advertise", &a.advertise),
+        ("name", &a.name),
+        ("cluster_id", &a.cluster_id),
+    ] {
+        if let Some(v) = v {
+            l.set(key, v.as_str());
+        }
+    }
+    if let Some(p) = a.port {
+        l.set("port", i64::from(p));
+    }
     if !a.seeds.is_empty() {
-        l.seeds = Some(
-            a.seeds
-                .iter()
-                .map(|s| parse_seed("--seed", s))
-                .collect::<Result<_, _>>()?,
-        );
+        for s in &a.seeds {
+            parse_seed("--seed", s)?;
+        }
+        l.set("seeds", a.seeds.clone());
     }
     if !a.resources.is_empty() {
         let list: Vec<String> = a
@@ -233,10 +236,10 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
                 expected: "resource tags of 1 to 255 bytes".into(),
             });
         }
-        l.resources = Some(list);
+        l.set("resources", list);
     }
     if let Some(g) = &a.gossip_interval {
-        let d = parse_duration(g)
+        parse_duration(g)
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| ConfigError::Invalid {
@@ -244,19 +247,20 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
                 value: g.clone(),
                 expected: "a positive duration such as 0.5 or 500ms".into(),
             })?;
-        l.gossip_interval = Some(d);
+        l.set("gossip_interval", g.as_str());
     }
     if let Some(t) = &a.topology {
-        l.topology = Some(Topology::parse(t).ok_or_else(|| ConfigError::Invalid {
+        let t = Topology::parse(t).ok_or_else(|| ConfigError::Invalid {
             key: "--topology".into(),
             value: t.clone(),
             expected: "edge-computing, enterprise or global-deployment".into(),
-        })?);
+        })?;
+        l.set("topology", t.name());
     }
     if !a.fn_echo.is_empty() {
-        l.echo_functions = Some(a.fn_echo.clone());
+        l.set("echo_functions", a.fn_echo.clone());
     }
-    federation_flags(&a.federation, &mut l.federation)?;
+    federation_flags(&a.federation, &mut l)?;
     if let Some(url) = &a.listen {
         let (k, host, port) = net::parse_listen(url).ok_or_else(|| ConfigError::Invalid {
             key: "--listen".into(),
@@ -264,42 +268,43 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
             expected: "ws://HOST:PORT or quic://HOST:PORT".into(),
         })?;
         kind = Some(k);
-        l.host = Some(host);
-        l.port = Some(port);
+        l.set("host", host).set("port", i64::from(port));
     }
     Ok((l, kind))
 }
 
-fn federation_flags(a: &FederationArgs, l: &mut FederationLayer) -> Result<(), ConfigError> {
+fn federation_flags(a: &FederationArgs, l: &mut Layer) -> Result<(), ConfigError> {
     if let Some(p) = &a.policy {
-        l.policy = Some(PolicyKind::parse(p).ok_or_else(|| ConfigError::Invalid {
+        PolicyKind::parse(p).ok_or_else(|| ConfigError::Invalid {
             key: "--policy".into(),
             value: p.clone(),
             expected: "strict, explicit or permissive".into(),
-        })?);
+        })?;
+        l.set("federation.policy", p.trim());
     }
-    let list = |key: &str, v: &[String]| -> Result<Option<Vec<String>>, ConfigError> {
+    for (key, flag, v) in [
+        ("federation.allow", "--allow-cluster", &a.allow),
+        ("federation.export", "--export", &a.export),
+        ("federation.import", "--import", &a.import),
+    ] {
         if v.is_empty() {
-            return Ok(None);
+            continue;
         }
         let items: Vec<String> = v
             .iter()
             .flat_map(|x| x.split(','))
             .map(|x| x.trim().to_string())
             .collect();
-        check_names(key, &items)?;
-        Ok(Some(items))
-    };
-    l.allow = list("--allow-cluster", &a.allow)?;
-    l.export = list("--export", &a.export)?;
-    l.import = list("--import", &a.import)?;
+        check_names(flag, &items)?;
+        l.set(key, items);
+    }
     if !a.bridges.is_empty() {
-        l.bridges = Some(
-            a.bridges
-                .iter()
-                .map(|b| parse_bridge("--bridge", b))
-                .collect::<Result<_, _>>()?,
-        );
+        let bridges = a
+            .bridges
+            .iter()
+            .map(|b| parse_bridge("--bridge", b))
+            .collect::<Result<Vec<_>, _>>()?;
+        l.set_bridges(&bridges);
     }
     Ok(())
 }

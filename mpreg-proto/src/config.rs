@@ -5,6 +5,7 @@
 //! crash. Every limit has a cap here and a counter in
 //! [`Metrics::limits_hit`](crate::Metrics).
 
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -40,6 +41,73 @@ pub struct Config {
     pub leave: LeaveConfig,
     /// Caps on everything an input can grow.
     pub limits: Limits,
+}
+
+/// Durations in configuration files: a number of seconds (`0.5`, `2`), or
+/// a string with units as [`humantime`] reads them (`"500ms"`, `"2s"`,
+/// `"1m"`, `"1h 30m"`, `"250us"`). Written back in the second form.
+pub mod duration {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+    use std::time::Duration;
+
+    /// Writes `d` as `"1s 500ms"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    /// Reads seconds or a string with units.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    /// Parses what [`deserialize`] reads from a string: seconds (`"0.5"`)
+    /// or units (`"500ms"`).
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        match t.parse::<f64>() {
+            Ok(secs) => seconds(secs),
+            Err(_) => humantime::parse_duration(t).map_err(|e| {
+                format!(
+                    "invalid duration {t:?} ({e}): expected seconds (0.5) or a duration \
+                     with units (500ms, 2s, 1m)"
+                )
+            }),
+        }
+    }
+
+    fn seconds(secs: f64) -> Result<Duration, String> {
+        Duration::try_from_secs_f64(secs).map_err(|_| "expected a non-negative duration".into())
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("seconds (0.5) or a duration with units (\"500ms\", \"2s\", \"1m\")")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom("expected a non-negative duration"))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            seconds(v).map_err(E::custom)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse(v).map_err(E::custom)
+        }
+    }
 }
 
 /// Federation: which other clusters this node talks to, and what crosses.
@@ -139,24 +207,30 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 /// SWIM/Lifeguard failure detection over the active view.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MembershipConfig {
     /// The protocol period: an active peer silent for this long is pinged.
     /// Default 1 s.
+    #[serde(with = "duration")]
     pub probe_period: Duration,
     /// Floor of the adaptive probe timeout (smoothed RTT + 4 × variance).
     /// Default 100 ms.
+    #[serde(with = "duration")]
     pub probe_timeout_min: Duration,
     /// Cap of the adaptive probe timeout, also used before any RTT sample.
     /// Default 500 ms.
+    #[serde(with = "duration")]
     pub probe_timeout_max: Duration,
     /// Members asked to probe a peer that missed its direct ack. Default 3.
     pub indirect_probes: usize,
     /// How long indirect probes may take. Default 500 ms.
+    #[serde(with = "duration")]
     pub indirect_timeout: Duration,
     /// Suspicion timeout per decade of cluster size: the longest suspicion
     /// lasts `suspicion_per_decade × max(1, log10 N)`. Default 900 ms.
+    #[serde(with = "duration")]
     pub suspicion_per_decade: Duration,
     /// Independent confirmations that shorten a suspicion to its minimum
     /// (Lifeguard's K). Default 3.
@@ -169,20 +243,25 @@ pub struct MembershipConfig {
     pub max_local_health: u32,
     /// Allowance for a broadcast to reach every node, used only in
     /// [`Config::detection_bound`]. Default 250 ms.
+    #[serde(with = "duration")]
     pub dissemination_allowance: Duration,
     /// How long Dead and Left members are remembered (and Dead ones
     /// re-probed) before being forgotten. Default 24 h.
+    #[serde(with = "duration")]
     pub reconnect_window: Duration,
     /// While no member but this node is Alive, seeds are re-dialled at this
     /// pace. Default 1 s.
+    #[serde(with = "duration")]
     pub join_retry_interval: Duration,
     /// While joined but no seed is Alive, seeds are re-dialled at this pace.
     /// Default 10 s.
+    #[serde(with = "duration")]
     pub seed_redial_interval: Duration,
 }
 
 /// HyParView-style bounded overlay.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OverlayConfig {
     /// The active view aims for `⌈log₂ N⌉ + active_view_extra` peers.
@@ -203,28 +282,34 @@ pub struct OverlayConfig {
     /// Default 2.
     pub passive_walk_ttl: u8,
     /// Period of passive-view shuffles. Default 30 s.
+    #[serde(with = "duration")]
     pub shuffle_period: Duration,
     /// Peers exchanged per shuffle. Default 4.
     pub shuffle_size: usize,
 }
 
 /// Plumtree broadcast and anti-entropy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DisseminationConfig {
     /// Longest a node waits after an "I have" for the eager copy before
     /// grafting the announcer into the tree; the wait is three round trips
     /// to the announcer within `[graft_timeout_min, graft_timeout]`.
     /// Default 100 ms.
+    #[serde(with = "duration")]
     pub graft_timeout: Duration,
     /// Shortest graft wait. Default 5 ms.
+    #[serde(with = "duration")]
     pub graft_timeout_min: Duration,
     /// How long lazy announcements wait to be batched per peer. Default
     /// 10 ms.
+    #[serde(with = "duration")]
     pub ihave_delay: Duration,
     /// Anti-entropy interval for clusters up to 32 nodes; it grows with
     /// `1 + log₂(N / 32)` above that so bytes per node stay flat.
     /// Default 2 s.
+    #[serde(with = "duration")]
     pub sync_interval: Duration,
     /// Byte budget of one page of anti-entropy updates. Default 64 KiB.
     pub sync_page_bytes: usize,
@@ -234,45 +319,56 @@ pub struct DisseminationConfig {
 }
 
 /// Calls and invocations.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CallConfig {
     /// Budget of a call that does not set one. Default 30 s.
+    #[serde(with = "duration")]
     pub default_timeout: Duration,
     /// Longest budget a call may carry. Default 1 h.
+    #[serde(with = "duration")]
     pub max_timeout: Duration,
     /// Maximum forwarding hops of a call. Default 8.
     pub hop_budget: u8,
     /// Pause before sending a call again when its connection broke a
     /// second time; it doubles up to 32 ×. Default 50 ms.
+    #[serde(with = "duration")]
     pub resend_backoff: Duration,
 }
 
 /// Connections, which the core owns: the runtime opens one when told
 /// ([`Order::Dial`](crate::Order::Dial)), reports what it accepted, and
 /// closes one when told.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ConnectionConfig {
     /// A connection this node does not keep (outside its active view, ring
     /// and bridges) is closed after this long without traffic. A duplicate
     /// connection (the loser of a simultaneous dial) is closed once it has
     /// been quiet for the shorter of this and a probe period. Default 10 s.
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// The same for client connections. Default 1 h.
+    #[serde(with = "duration")]
     pub client_idle_timeout: Duration,
     /// A dial that has not connected by then has failed. Default 5 s.
+    #[serde(with = "duration")]
     pub dial_timeout: Duration,
     /// A close that has not finished by then is turned into an abort.
     /// Default 5 s.
+    #[serde(with = "duration")]
     pub close_timeout: Duration,
     /// After a failed dial, frames to that address wait (held, not lost)
     /// before the next dial: `backoff_min × 2^(failures − 1)`, capped at
     /// `backoff_max`, each with equal jitter (a random half of it). The
     /// wait never delays failure detection: probes time out on their own
     /// timers and go indirect through other members. Default 100 ms.
+    #[serde(with = "duration")]
     pub backoff_min: Duration,
     /// Cap of the dial backoff. Default 2 s.
+    #[serde(with = "duration")]
     pub backoff_max: Duration,
     /// Connections open or opening at once; more accepted ones are closed
     /// at once, and a dial beyond it first closes the quietest connection
@@ -290,18 +386,22 @@ pub struct ConnectionConfig {
 /// given up to `grace` to finish (the rest are cancelled and answered);
 /// **flush** — `Left` announced, every connection closed once its queue is
 /// written, for up to `flush_timeout`; then [`Order::Stop`](crate::Order::Stop).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LeaveConfig {
     /// How long running handlers may finish. Default 5 s.
+    #[serde(with = "duration")]
     pub grace: Duration,
     /// How long connections may take to flush and close. Default 2 s.
+    #[serde(with = "duration")]
     pub flush_timeout: Duration,
 }
 
 /// Caps on state an input can grow. Hitting one is counted in
 /// [`Metrics::limits_hit`](crate::Metrics) — never a panic.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Limits {
     /// Largest frame accepted or produced. Default 16 MiB.

@@ -1,6 +1,6 @@
 //! One configuration type, [`Settings`], read in layers: a named topology
 //! template, then a TOML file, then the environment, then command-line
-//! flags — each later layer overrides the earlier ones.
+//! flags — each later layer overrides the earlier ones, key by key.
 //!
 //! ```
 //! use mpreg_tokio::config::{Layer, Settings};
@@ -19,8 +19,12 @@
 //! assert_eq!(s.protocol.membership.probe_period, Duration::from_millis(500));
 //! ```
 //!
-//! Federation with other clusters is the `[federation]` section (see
-//! [`FederationLayer`]); without it nothing crosses clusters:
+//! The protocol sections (`[membership]`, `[overlay]`, `[dissemination]`,
+//! `[calls]`, `[limits]`, `[connections]`, `[leave]`) are the core's own
+//! configuration types ([`mpreg_proto::Config`]), read as they are: every
+//! key is the field's name, every default the core's. `[runtime]` is
+//! [`RuntimeSettings`]. Federation with other clusters is the
+//! `[federation]` section; without it nothing crosses clusters:
 //!
 //! ```toml
 //! [federation]
@@ -34,15 +38,23 @@
 //! seeds = ["ws://10.0.0.2:7000"]
 //! ```
 //!
-//! Durations are written as seconds (`0.5`, `"2"`) or with a unit
-//! (`"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"250us"`). Every invalid value is a
+//! Durations are written as seconds (`0.5`, `2`) or with units (`"500ms"`,
+//! `"2s"`, `"1m"`, `"1h"`, `"250us"`; see
+//! [`mpreg_proto::config::duration`]). Every invalid value is a
 //! [`ConfigError`] naming the key (or environment variable) and the value.
 
-use mpreg_proto::{Addr, BridgeConfig, Config, FederationConfig, Policy};
+use mpreg_proto::config::duration;
+use mpreg_proto::{
+    Addr, BridgeConfig, CallConfig, Config, ConnectionConfig, DisseminationConfig,
+    FederationConfig, LeaveConfig, Limits, MembershipConfig, OverlayConfig, Policy,
+};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
+use toml::{Table, Value};
+
+pub use mpreg_proto::config::duration::parse as parse_duration;
 
 /// Environment variables read by [`Layer::from_env`].
 pub const ENV_VARS: [&str; 8] = [
@@ -78,7 +90,7 @@ pub enum ConfigError {
         error: String,
     },
     /// The config file is not valid TOML for these settings (the message
-    /// names the key and line).
+    /// names the key).
     #[error("invalid config file {path}: {message}")]
     Parse {
         /// The file.
@@ -99,149 +111,11 @@ fn invalid(key: impl Into<String>, value: impl Into<String>, expected: &str) -> 
     }
 }
 
-/// Parses `0.5`, `2`, `500ms`, `2s`, `1.5m`, `1h`, `250us`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
-        (n, 1e-6)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| "expected seconds (0.5) or a duration with a unit (500ms, 2s, 1m)")?;
-    let secs = v * scale;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err("expected a non-negative duration".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn duration_value(key: &str, v: &str) -> Result<Duration, ConfigError> {
-    parse_duration(v).map_err(|e| invalid(key, v, &e))
-}
-
-/// A duration as written in TOML: a number of seconds or a string.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-enum RawDur {
-    Secs(f64),
-    Text(String),
-}
-
-impl RawDur {
-    fn resolve(&self, key: &str) -> Result<Duration, ConfigError> {
-        match self {
-            RawDur::Secs(s) => duration_value(key, &s.to_string()),
-            RawDur::Text(t) => duration_value(key, t),
-        }
-    }
-}
-
-/// Declares a TOML section: its raw (as written) and typed forms, how the
-/// raw form resolves (naming keys in errors), how layers merge and how the
-/// values apply to their target.
-macro_rules! section {
-    ($raw:ident, $typed:ident, $prefix:literal, $target:ty,
-     dur: [$($d:ident),* $(,)?], num: [$($n:ident : $t:ty),* $(,)?]) => {
-        #[derive(Deserialize, Debug, Default, Clone)]
-        #[serde(deny_unknown_fields)]
-        struct $raw {
-            $( $d: Option<RawDur>, )*
-            $( $n: Option<$t>, )*
-        }
-
-        #[doc = concat!("The `[", $prefix, "]` section of a [`Layer`].")]
-        #[derive(Debug, Default, Clone, PartialEq)]
-        #[allow(missing_docs)]
-        pub struct $typed {
-            $( pub $d: Option<Duration>, )*
-            $( pub $n: Option<$t>, )*
-        }
-
-        impl $raw {
-            fn resolve(&self, origin: &str) -> Result<$typed, ConfigError> {
-                let _ = origin;
-                Ok($typed {
-                    $( $d: match &self.$d {
-                        Some(v) => Some(v.resolve(&format!(
-                            "{}.{} in {}", $prefix, stringify!($d), origin))?),
-                        None => None,
-                    }, )*
-                    $( $n: self.$n, )*
-                })
-            }
-        }
-
-        impl $typed {
-            fn over(self, top: $typed) -> $typed {
-                $typed {
-                    $( $d: top.$d.or(self.$d), )*
-                    $( $n: top.$n.or(self.$n), )*
-                }
-            }
-
-            fn apply(&self, t: &mut $target) {
-                $( if let Some(v) = self.$d { t.$d = v; } )*
-                $( if let Some(v) = self.$n { t.$n = v; } )*
-            }
-        }
-    };
-}
-
-section!(RawMembership, MembershipLayer, "membership", mpreg_proto::MembershipConfig,
-    dur: [probe_period, probe_timeout_min, probe_timeout_max, indirect_timeout,
-          suspicion_per_decade, dissemination_allowance, reconnect_window,
-          join_retry_interval, seed_redial_interval],
-    num: [indirect_probes: usize, suspicion_confirmations: u32, suspicion_speedup: u32,
-          max_local_health: u32]);
-
-section!(RawOverlay, OverlayLayer, "overlay", mpreg_proto::OverlayConfig,
-    dur: [shuffle_period],
-    num: [active_view_extra: usize, active_view_min: usize, active_view_max: usize,
-          active_view_slack: usize, passive_view_size: usize, shuffle_size: usize]);
-
-section!(RawDissemination, DisseminationLayer, "dissemination", mpreg_proto::DisseminationConfig,
-    dur: [graft_timeout, sync_interval],
-    num: [sync_page_bytes: usize, sync_pages_per_exchange: usize]);
-
-section!(RawCalls, CallsLayer, "calls", mpreg_proto::CallConfig,
-    dur: [default_timeout, max_timeout, resend_backoff],
-    num: [hop_budget: u8]);
-
-section!(RawLimits, LimitsLayer, "limits", mpreg_proto::Limits,
-    dur: [],
-    num: [max_frame_size: usize, max_members: usize, max_functions_per_node: usize,
-          max_catalog_entries: usize, max_pending_calls: usize, max_invocations: usize,
-          max_dedup_entries: usize, max_dedup_bytes: usize, peer_frames_per_sec: u32,
-          peer_frame_burst: u32]);
-
-section!(RawConnections, ConnectionsLayer, "connections", mpreg_proto::ConnectionConfig,
-    dur: [idle_timeout, client_idle_timeout, dial_timeout, close_timeout, backoff_min,
-          backoff_max],
-    num: [max_connections: usize, max_held_bytes: usize]);
-
-section!(RawLeave, LeaveLayer, "leave", mpreg_proto::LeaveConfig,
-    dur: [grace, flush_timeout],
-    num: []);
-
-section!(RawRuntime, RuntimeLayer, "runtime", RuntimeSettings,
-    dur: [],
-    num: [queue_control_bytes: usize, queue_broadcast_bytes: usize, queue_call_bytes: usize]);
-
-/// What only the runtime decides: how much a connection may queue. Every
+/// What the runtime alone decides: how much a connection may queue. Every
 /// rule of the protocol, connections and leave included, is the core's
 /// ([`Config`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
     /// Per-connection cap of queued control frames. Default 4 MiB.
     pub queue_control_bytes: usize,
@@ -323,103 +197,6 @@ impl Topology {
 
 const TOPOLOGY_NAMES: &str = "one of edge-computing (dynamic-mesh), enterprise (hierarchical), global-deployment (cross-datacenter)";
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLayer {
-    host: Option<String>,
-    port: Option<u16>,
-    advertise: Option<String>,
-    name: Option<String>,
-    cluster_id: Option<String>,
-    resources: Option<Vec<String>>,
-    seeds: Option<Vec<String>>,
-    /// The guide's `connect`: one more seed.
-    connect: Option<String>,
-    gossip_interval: Option<RawDur>,
-    topology: Option<String>,
-    echo_functions: Option<Vec<String>>,
-    membership: Option<RawMembership>,
-    overlay: Option<RawOverlay>,
-    dissemination: Option<RawDissemination>,
-    calls: Option<RawCalls>,
-    limits: Option<RawLimits>,
-    connections: Option<RawConnections>,
-    leave: Option<RawLeave>,
-    runtime: Option<RawRuntime>,
-    federation: Option<RawFederation>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct RawFederation {
-    policy: Option<String>,
-    allow: Option<Vec<String>>,
-    export: Option<Vec<String>>,
-    import: Option<Vec<String>>,
-    bridges: Option<Vec<RawBridge>>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct RawBridge {
-    cluster: String,
-    seeds: Vec<String>,
-}
-
-impl RawFederation {
-    fn resolve(self, origin: &str) -> Result<FederationLayer, ConfigError> {
-        let key = |k: &str| format!("federation.{k} in {origin}");
-        let policy = match &self.policy {
-            Some(p) => {
-                Some(PolicyKind::parse(p).ok_or_else(|| invalid(key("policy"), p, POLICY_NAMES))?)
-            }
-            None => None,
-        };
-        for (k, list) in [
-            ("allow", &self.allow),
-            ("export", &self.export),
-            ("import", &self.import),
-        ] {
-            if let Some(l) = list {
-                check_names(&key(k), l)?;
-            }
-        }
-        let bridges = match self.bridges {
-            Some(raw) => {
-                let mut out = Vec::with_capacity(raw.len());
-                for b in raw {
-                    check_text(&key("bridges.cluster"), &b.cluster, false)?;
-                    let seeds = b
-                        .seeds
-                        .iter()
-                        .map(|u| parse_seed(&key("bridges.seeds"), u))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if seeds.is_empty() {
-                        return Err(invalid(
-                            key("bridges.seeds"),
-                            "[]",
-                            "at least one seed URL in the remote cluster",
-                        ));
-                    }
-                    out.push(BridgeConfig {
-                        cluster: b.cluster,
-                        seeds,
-                    });
-                }
-                Some(out)
-            }
-            None => None,
-        };
-        Ok(FederationLayer {
-            policy,
-            allow: self.allow,
-            export: self.export,
-            import: self.import,
-            bridges,
-        })
-    }
-}
-
 /// The names of [`PolicyKind`]s, for error messages.
 const POLICY_NAMES: &str = "one of strict, explicit, permissive";
 
@@ -446,59 +223,161 @@ impl PolicyKind {
     }
 }
 
-/// The `[federation]` section of a [`Layer`]: bridges to other clusters
-/// and what may cross them.
-///
-/// When `policy` is unset but `allow` or `bridges` are given, the policy is
-/// `explicit`. Under `explicit`, `allow` defaults to the bridges' clusters
-/// and `export`/`import` to every function (`*`).
-#[derive(Debug, Default, Clone, PartialEq)]
-#[allow(missing_docs)]
-pub struct FederationLayer {
-    pub policy: Option<PolicyKind>,
-    pub allow: Option<Vec<String>>,
-    pub export: Option<Vec<String>>,
-    pub import: Option<Vec<String>>,
-    pub bridges: Option<Vec<BridgeConfig>>,
+/// Everything a layer may hold, as written in TOML.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    host: Option<String>,
+    port: Option<u16>,
+    advertise: Option<String>,
+    name: Option<String>,
+    cluster_id: Option<String>,
+    resources: Option<Vec<String>>,
+    seeds: Option<Vec<String>>,
+    /// The guide's `connect`: one more seed.
+    connect: Option<String>,
+    #[serde(default, deserialize_with = "some_duration")]
+    gossip_interval: Option<Duration>,
+    topology: Option<String>,
+    echo_functions: Option<Vec<String>>,
+    #[serde(default)]
+    membership: MembershipConfig,
+    #[serde(default)]
+    overlay: OverlayConfig,
+    #[serde(default)]
+    dissemination: DisseminationConfig,
+    #[serde(default)]
+    calls: CallConfig,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    connections: ConnectionConfig,
+    #[serde(default)]
+    leave: LeaveConfig,
+    #[serde(default)]
+    runtime: RuntimeSettings,
+    #[serde(default)]
+    federation: FederationFile,
 }
 
-impl FederationLayer {
-    fn over(self, top: FederationLayer) -> FederationLayer {
-        FederationLayer {
-            policy: top.policy.or(self.policy),
-            allow: top.allow.or(self.allow),
-            export: top.export.or(self.export),
-            import: top.import.or(self.import),
-            bridges: top.bridges.or(self.bridges),
+fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration::deserialize(d).map(Some)
+}
+
+/// The `[federation]` section.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FederationFile {
+    policy: Option<String>,
+    allow: Option<Vec<String>>,
+    export: Option<Vec<String>>,
+    import: Option<Vec<String>>,
+    bridges: Option<Vec<BridgeFile>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct BridgeFile {
+    cluster: String,
+    seeds: Vec<String>,
+}
+
+impl File {
+    /// Checks what types alone do not: texts, lists, URLs, names. `key`
+    /// says where a key came from in errors.
+    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        for (k, v, empty) in [
+            ("host", &self.host, false),
+            ("name", &self.name, true),
+            ("cluster_id", &self.cluster_id, false),
+        ] {
+            if let Some(v) = v {
+                check_text(&key(k), v, empty)?;
+            }
         }
+        if let Some(r) = &self.resources {
+            check_resources(&key("resources"), r)?;
+        }
+        for s in self.seeds.iter().flatten().chain(self.connect.iter()) {
+            parse_seed(&key("seeds"), s)?;
+        }
+        if let Some(d) = self.gossip_interval {
+            positive(&key("gossip_interval"), d)?;
+        }
+        if let Some(t) = &self.topology {
+            Topology::parse(t).ok_or_else(|| invalid(key("topology"), t, TOPOLOGY_NAMES))?;
+        }
+        for f in self.echo_functions.iter().flatten() {
+            check_text(&key("echo_functions"), f, false)?;
+        }
+        let f = &self.federation;
+        if let Some(p) = &f.policy {
+            PolicyKind::parse(p)
+                .ok_or_else(|| invalid(key("federation.policy"), p, POLICY_NAMES))?;
+        }
+        for (k, list) in [
+            ("allow", &f.allow),
+            ("export", &f.export),
+            ("import", &f.import),
+        ] {
+            if let Some(l) = list {
+                check_names(&key(&format!("federation.{k}")), l)?;
+            }
+        }
+        for b in f.bridges.iter().flatten() {
+            check_text(&key("federation.bridges.cluster"), &b.cluster, false)?;
+            if b.seeds.is_empty() {
+                return Err(invalid(
+                    key("federation.bridges.seeds"),
+                    "[]",
+                    "at least one seed URL in the remote cluster",
+                ));
+            }
+            for s in &b.seeds {
+                parse_seed(&key("federation.bridges.seeds"), s)?;
+            }
+        }
+        Ok(())
     }
 
-    /// The protocol's federation settings.
-    fn resolve(&self) -> Result<FederationConfig, ConfigError> {
-        let bridges = self.bridges.clone().unwrap_or_default();
-        let kind = self
-            .policy
-            .unwrap_or(if self.allow.is_some() || !bridges.is_empty() {
+    /// The protocol's federation settings. When `policy` is unset but
+    /// `allow` or bridges are given, the policy is `explicit`; under
+    /// `explicit`, `allow` defaults to the bridges' clusters and
+    /// `export`/`import` to every function (`*`).
+    fn federation(&self) -> Result<FederationConfig, ConfigError> {
+        let f = &self.federation;
+        let bridges: Vec<BridgeConfig> = f
+            .bridges
+            .iter()
+            .flatten()
+            .map(|b| BridgeConfig {
+                cluster: b.cluster.clone(),
+                seeds: b.seeds.iter().map(|s| Addr::new(s.trim())).collect(),
+            })
+            .collect();
+        let kind = f.policy.as_deref().and_then(PolicyKind::parse).unwrap_or(
+            if f.allow.is_some() || !bridges.is_empty() {
                 PolicyKind::Explicit
             } else {
                 PolicyKind::Strict
-            });
+            },
+        );
         let policy = match kind {
             PolicyKind::Explicit => Policy::Explicit {
-                allow: self.allow.clone().unwrap_or_else(|| {
+                allow: f.allow.clone().unwrap_or_else(|| {
                     let mut a: Vec<String> = bridges.iter().map(|b| b.cluster.clone()).collect();
                     a.sort();
                     a.dedup();
                     a
                 }),
-                export: self.export.clone().unwrap_or_else(|| vec!["*".into()]),
-                import: self.import.clone().unwrap_or_else(|| vec!["*".into()]),
+                export: f.export.clone().unwrap_or_else(|| vec!["*".into()]),
+                import: f.import.clone().unwrap_or_else(|| vec!["*".into()]),
             },
             other => {
                 for (key, set) in [
-                    ("federation.allow", self.allow.is_some()),
-                    ("federation.export", self.export.is_some()),
-                    ("federation.import", self.import.is_some()),
+                    ("federation.allow", f.allow.is_some()),
+                    ("federation.export", f.export.is_some()),
+                    ("federation.import", f.import.is_some()),
                 ] {
                     if set {
                         let name = if other == PolicyKind::Strict {
@@ -524,7 +403,8 @@ impl FederationLayer {
     }
 }
 
-/// Parses a bridge given as `CLUSTER=URL[,URL…]` (the CLI's `--bridge`).
+/// Parses a bridge given as `CLUSTER=URL[,URL…]` (the CLI's `--bridge`)
+/// into the value of one `[[federation.bridges]]` entry.
 pub fn parse_bridge(key: &str, s: &str) -> Result<BridgeConfig, ConfigError> {
     let expected = "CLUSTER=URL[,URL...], such as regional=ws://10.0.0.2:7000";
     let (cluster, urls) = s.split_once('=').ok_or_else(|| invalid(key, s, expected))?;
@@ -554,52 +434,15 @@ pub fn check_names(key: &str, list: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// One layer of settings: every value optional, already checked and typed.
-#[derive(Debug, Default, Clone, PartialEq)]
-#[allow(missing_docs)]
-pub struct Layer {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub advertise: Option<String>,
-    pub name: Option<String>,
-    pub cluster_id: Option<String>,
-    pub resources: Option<Vec<String>>,
-    pub seeds: Option<Vec<Addr>>,
-    pub gossip_interval: Option<Duration>,
-    pub topology: Option<Topology>,
-    pub echo_functions: Option<Vec<String>>,
-    pub membership: MembershipLayer,
-    pub overlay: OverlayLayer,
-    pub dissemination: DisseminationLayer,
-    pub calls: CallsLayer,
-    pub limits: LimitsLayer,
-    pub connections: ConnectionsLayer,
-    pub leave: LeaveLayer,
-    pub runtime: RuntimeLayer,
-    pub federation: FederationLayer,
-}
-
 /// Checks a seed URL (`ws://host:port[/path]`; another transport's scheme,
 /// such as `quic://`, is accepted here and checked against the transport
 /// when the node starts).
 pub fn parse_seed(key: &str, s: &str) -> Result<Addr, ConfigError> {
-    let t = s.trim();
-    let expected = "a URL such as ws://host:port";
-    let (scheme, rest) = t
-        .split_once("://")
-        .ok_or_else(|| invalid(key, s, expected))?;
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
-    let auth = rest.split('/').next().unwrap_or_default();
-    let (host, port) = auth
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(key, s, expected))?;
-    if !scheme_ok || host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(invalid(key, s, expected));
+    let a = Addr::new(s.trim());
+    match a.url() {
+        Some(_) => Ok(a),
+        None => Err(invalid(key, s, "a URL such as ws://host:port")),
     }
-    Ok(Addr::new(t))
 }
 
 fn check_resources(key: &str, list: &[String]) -> Result<(), ConfigError> {
@@ -628,6 +471,13 @@ fn check_text(key: &str, v: &str, allow_empty: bool) -> Result<(), ConfigError> 
     Ok(())
 }
 
+fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(invalid(key, "0", "a positive duration"));
+    }
+    Ok(d)
+}
+
 fn split_list(v: &str) -> Vec<String> {
     if v.trim().is_empty() {
         return Vec::new();
@@ -635,66 +485,37 @@ fn split_list(v: &str) -> Vec<String> {
     v.split(',').map(|s| s.trim().to_string()).collect()
 }
 
+/// One layer of settings — a template, a file, the environment, flags —
+/// as a TOML table whose values are checked when the layer is made.
+/// [`over`](Layer::over) merges two, key by key.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Layer {
+    table: Table,
+}
+
 impl Layer {
     /// Parses a TOML document; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
-        let raw: RawLayer = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse = |message: String| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        let key = |k: &str| format!("{k} in {origin}");
-        let mut seeds = Vec::new();
-        for s in raw.seeds.iter().flatten().chain(raw.connect.iter()) {
-            seeds.push(parse_seed(&key("seeds"), s)?);
-        }
-        if let Some(r) = &raw.resources {
-            check_resources(&key("resources"), r)?;
-        }
-        if let Some(h) = &raw.host {
-            check_text(&key("host"), h, false)?;
-        }
-        if let Some(n) = &raw.name {
-            check_text(&key("name"), n, true)?;
-        }
-        if let Some(c) = &raw.cluster_id {
-            check_text(&key("cluster_id"), c, false)?;
-        }
-        let gossip_interval = match &raw.gossip_interval {
-            Some(d) => Some(positive(
-                &key("gossip_interval"),
-                d.resolve(&key("gossip_interval"))?,
-            )?),
-            None => None,
+            message: message.trim().replace('\n', " "),
         };
-        let topology = match &raw.topology {
-            Some(t) => Some(
-                Topology::parse(t).ok_or_else(|| invalid(key("topology"), t, TOPOLOGY_NAMES))?,
-            ),
-            None => None,
-        };
-        Ok(Layer {
-            host: raw.host,
-            port: raw.port,
-            advertise: raw.advertise,
-            name: raw.name,
-            cluster_id: raw.cluster_id,
-            resources: raw.resources,
-            seeds: (raw.seeds.is_some() || raw.connect.is_some()).then_some(seeds),
-            gossip_interval,
-            topology,
-            echo_functions: raw.echo_functions,
-            membership: raw.membership.unwrap_or_default().resolve(origin)?,
-            overlay: raw.overlay.unwrap_or_default().resolve(origin)?,
-            dissemination: raw.dissemination.unwrap_or_default().resolve(origin)?,
-            calls: raw.calls.unwrap_or_default().resolve(origin)?,
-            limits: raw.limits.unwrap_or_default().resolve(origin)?,
-            connections: raw.connections.unwrap_or_default().resolve(origin)?,
-            leave: raw.leave.unwrap_or_default().resolve(origin)?,
-            runtime: raw.runtime.unwrap_or_default().resolve(origin)?,
-            federation: raw
-                .federation
-                .map_or(Ok(FederationLayer::default()), |f| f.resolve(origin))?,
-        })
+        let mut table: Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        let file: File = table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        file.check(&|k| format!("{k} in {origin}"))?;
+        // The guide's `connect` is one more seed of this layer.
+        if let Some(Value::String(c)) = table.remove("connect") {
+            match table.get_mut("seeds") {
+                Some(Value::Array(seeds)) => seeds.push(Value::String(c)),
+                _ => {
+                    table.insert("seeds".into(), Value::Array(vec![Value::String(c)]));
+                }
+            }
+        }
+        Ok(Layer { table })
     }
 
     /// Reads a TOML file.
@@ -714,84 +535,122 @@ impl Layer {
         let mut l = Layer::default();
         if let Some(v) = var("MPREG_HOST") {
             check_text("MPREG_HOST", v.trim(), false)?;
-            l.host = Some(v.trim().to_string());
+            l.set("host", v.trim());
         }
         if let Some(v) = var("MPREG_PORT") {
-            l.port = Some(
-                v.trim()
-                    .parse()
-                    .map_err(|_| invalid("MPREG_PORT", &v, "a port number from 0 to 65535"))?,
-            );
+            let p: u16 = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("MPREG_PORT", &v, "a port number from 0 to 65535"))?;
+            l.set("port", i64::from(p));
         }
         if let Some(v) = var("MPREG_NAME") {
             check_text("MPREG_NAME", &v, true)?;
-            l.name = Some(v);
+            l.set("name", v);
         }
         if let Some(v) = var("MPREG_CLUSTER_ID") {
             check_text("MPREG_CLUSTER_ID", &v, false)?;
-            l.cluster_id = Some(v);
+            l.set("cluster_id", v);
         }
         if let Some(v) = var("MPREG_SEEDS") {
-            let mut seeds = Vec::new();
-            for s in split_list(&v) {
-                seeds.push(parse_seed("MPREG_SEEDS", &s)?);
+            let seeds = split_list(&v);
+            for s in &seeds {
+                parse_seed("MPREG_SEEDS", s)?;
             }
-            l.seeds = Some(seeds);
+            l.set("seeds", seeds);
         }
         if let Some(v) = var("MPREG_RESOURCES") {
             let list = split_list(&v);
             check_resources("MPREG_RESOURCES", &list)?;
-            l.resources = Some(list);
+            l.set("resources", list);
         }
         if let Some(v) = var("MPREG_GOSSIP_INTERVAL") {
-            let d = duration_value("MPREG_GOSSIP_INTERVAL", &v)?;
-            l.gossip_interval = Some(positive("MPREG_GOSSIP_INTERVAL", d).map_err(|_| {
-                invalid(
-                    "MPREG_GOSSIP_INTERVAL",
-                    &v,
-                    "a positive duration such as 0.5 or 500ms",
-                )
-            })?);
+            parse_duration(&v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    invalid(
+                        "MPREG_GOSSIP_INTERVAL",
+                        &v,
+                        "a positive duration such as 0.5 or 500ms",
+                    )
+                })?;
+            l.set("gossip_interval", v);
         }
         if let Some(v) = var("MPREG_TOPOLOGY") {
-            l.topology = Some(
-                Topology::parse(&v).ok_or_else(|| invalid("MPREG_TOPOLOGY", &v, TOPOLOGY_NAMES))?,
-            );
+            Topology::parse(&v).ok_or_else(|| invalid("MPREG_TOPOLOGY", &v, TOPOLOGY_NAMES))?;
+            l.set("topology", v);
         }
         Ok(l)
     }
 
-    /// This layer with `top`'s values overriding.
-    pub fn over(self, top: Layer) -> Layer {
-        Layer {
-            host: top.host.or(self.host),
-            port: top.port.or(self.port),
-            advertise: top.advertise.or(self.advertise),
-            name: top.name.or(self.name),
-            cluster_id: top.cluster_id.or(self.cluster_id),
-            resources: top.resources.or(self.resources),
-            seeds: top.seeds.or(self.seeds),
-            gossip_interval: top.gossip_interval.or(self.gossip_interval),
-            topology: top.topology.or(self.topology),
-            echo_functions: top.echo_functions.or(self.echo_functions),
-            membership: self.membership.over(top.membership),
-            overlay: self.overlay.over(top.overlay),
-            dissemination: self.dissemination.over(top.dissemination),
-            calls: self.calls.over(top.calls),
-            limits: self.limits.over(top.limits),
-            connections: self.connections.over(top.connections),
-            leave: self.leave.over(top.leave),
-            runtime: self.runtime.over(top.runtime),
-            federation: self.federation.over(top.federation),
+    /// Sets a key (dotted for a section: `"membership.probe_period"`) to a
+    /// value already checked by the caller. [`Settings::from_layer`] still
+    /// type-checks it.
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) -> &mut Layer {
+        let mut t = &mut self.table;
+        let mut parts = key.split('.').peekable();
+        while let Some(k) = parts.next() {
+            if parts.peek().is_none() {
+                t.insert(k.to_string(), value.into());
+                break;
+            }
+            let entry = t
+                .entry(k.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            if !entry.is_table() {
+                *entry = Value::Table(Table::new());
+            }
+            let Value::Table(next) = entry else {
+                unreachable!("made a table above")
+            };
+            t = next;
         }
+        self
     }
-}
 
-fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
-    if d.is_zero() {
-        return Err(invalid(key, "0", "a positive duration"));
+    /// Sets `[[federation.bridges]]`.
+    pub fn set_bridges(&mut self, bridges: &[BridgeConfig]) -> &mut Layer {
+        let list: Vec<Value> = bridges
+            .iter()
+            .map(|b| {
+                let mut t = Table::new();
+                t.insert("cluster".into(), b.cluster.as_str().into());
+                let seeds: Vec<&str> = b.seeds.iter().map(Addr::as_str).collect();
+                t.insert("seeds".into(), seeds.into());
+                Value::Table(t)
+            })
+            .collect();
+        self.set("federation.bridges", list)
     }
-    Ok(d)
+
+    /// Whether a key (dotted) is set in this layer.
+    fn has(&self, key: &str) -> bool {
+        let mut v: Option<&Value> = None;
+        let mut t = Some(&self.table);
+        for k in key.split('.') {
+            v = t.and_then(|t| t.get(k));
+            t = v.and_then(Value::as_table);
+        }
+        v.is_some()
+    }
+
+    /// This layer with `top`'s values overriding, key by key (sections
+    /// merge; any other value, lists included, is replaced).
+    pub fn over(mut self, top: Layer) -> Layer {
+        fn merge(base: &mut Table, top: Table) {
+            for (k, v) in top {
+                match (base.get_mut(&k), v) {
+                    (Some(Value::Table(b)), Value::Table(t)) => merge(b, t),
+                    (_, v) => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        merge(&mut self.table, top.table);
+        self
+    }
 }
 
 /// Everything a node needs to start.
@@ -859,7 +718,12 @@ impl Settings {
         let merged = layers
             .into_iter()
             .fold(Layer::default(), |acc, l| acc.over(l));
-        let base = match merged.topology {
+        let topology = merged
+            .table
+            .get("topology")
+            .and_then(Value::as_str)
+            .and_then(Topology::parse);
+        let base = match topology {
             Some(t) => Layer::from_toml(t.template(), &format!("template {}", t.name()))?,
             None => Layer::default(),
         };
@@ -879,40 +743,60 @@ impl Settings {
 
     /// Applies one layer over the defaults and validates the result.
     pub fn from_layer(l: Layer) -> Result<Settings, ConfigError> {
-        let mut s = Settings::default();
-        s.host = l.host.unwrap_or(s.host);
-        s.port = l.port.unwrap_or(s.port);
-        s.advertise = l.advertise;
-        s.name = l.name.unwrap_or_default();
-        s.cluster_id = l.cluster_id.unwrap_or(s.cluster_id);
-        s.resources = l.resources.unwrap_or_default();
-        s.seeds = l.seeds.unwrap_or_default();
-        s.topology = l.topology;
-        s.echo_functions = l.echo_functions.unwrap_or_default();
-        let m = &mut s.protocol.membership;
-        let period = l.membership.probe_period.or(l.gossip_interval);
-        l.membership.apply(m);
-        if let Some(p) = l.gossip_interval {
+        let f: File =
+            l.table
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "settings".into(),
+                    message: e.to_string().trim().replace('\n', " "),
+                })?;
+        f.check(&|k| k.to_string())?;
+        let d = Settings::default();
+        let mut protocol = Config {
+            membership: f.membership.clone(),
+            overlay: f.overlay.clone(),
+            dissemination: f.dissemination.clone(),
+            calls: f.calls.clone(),
+            limits: f.limits.clone(),
+            connections: f.connections.clone(),
+            leave: f.leave.clone(),
+            federation: f.federation()?,
+            ..Config::default()
+        };
+        let m = &mut protocol.membership;
+        if let Some(p) = f.gossip_interval {
             m.probe_period = p;
         }
         // A shorter protocol period shortens the probe timeouts with it
         // unless they were set explicitly (they may not exceed it).
-        if let Some(p) = period {
-            if l.membership.probe_timeout_max.is_none() {
-                m.probe_timeout_max = m.probe_timeout_max.min(p);
+        if f.gossip_interval.is_some() || l.has("membership.probe_period") {
+            if !l.has("membership.probe_timeout_max") {
+                m.probe_timeout_max = m.probe_timeout_max.min(m.probe_period);
             }
-            if l.membership.probe_timeout_min.is_none() {
+            if !l.has("membership.probe_timeout_min") {
                 m.probe_timeout_min = m.probe_timeout_min.min(m.probe_timeout_max);
             }
         }
-        l.overlay.apply(&mut s.protocol.overlay);
-        l.dissemination.apply(&mut s.protocol.dissemination);
-        l.calls.apply(&mut s.protocol.calls);
-        l.limits.apply(&mut s.protocol.limits);
-        l.connections.apply(&mut s.protocol.connections);
-        l.leave.apply(&mut s.protocol.leave);
-        l.runtime.apply(&mut s.runtime);
-        s.protocol.federation = l.federation.resolve()?;
+        let s = Settings {
+            host: f.host.unwrap_or(d.host),
+            port: f.port.unwrap_or(d.port),
+            advertise: f.advertise,
+            name: f.name.unwrap_or_default(),
+            cluster_id: f.cluster_id.unwrap_or(d.cluster_id),
+            resources: f.resources.unwrap_or_default(),
+            seeds: f
+                .seeds
+                .iter()
+                .flatten()
+                .map(|s| Addr::new(s.trim()))
+                .collect(),
+            topology: f.topology.as_deref().and_then(Topology::parse),
+            echo_functions: f.echo_functions.unwrap_or_default(),
+            protocol,
+            runtime: f.runtime,
+        };
+        let mut s = s;
         s.protocol.cluster_id = s.cluster_id.clone();
         s.protocol.name = s.name.clone();
         s.validate()?;
@@ -959,6 +843,28 @@ mod tests {
     }
 
     #[test]
+    fn protocol_sections_are_the_cores_types_read_as_they_are() {
+        let l = Layer::from_toml(
+            "[connections]\nidle_timeout = \"3s\"\nmax_connections = 7\n\
+             [leave]\ngrace = 1.5\n[limits]\nmax_members = 9\n[runtime]\nqueue_call_bytes = 1024",
+            "a.toml",
+        )
+        .unwrap();
+        let s = Settings::resolve([l]).unwrap();
+        let p = &s.protocol;
+        assert_eq!(p.connections.idle_timeout, Duration::from_secs(3));
+        assert_eq!(p.connections.max_connections, 7);
+        assert_eq!(p.leave.grace, Duration::from_millis(1500));
+        assert_eq!(p.limits.max_members, 9);
+        assert_eq!(s.runtime.queue_call_bytes, 1024);
+        // Everything else keeps the core's defaults.
+        assert_eq!(p.membership, mpreg_proto::MembershipConfig::default());
+        assert_eq!(p.connections.backoff_max, Duration::from_secs(2));
+        let e = Layer::from_toml("[connections]\nidle = 1", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("idle"), "{e}");
+    }
+
+    #[test]
     fn durations_parse_with_and_without_units() {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
@@ -979,10 +885,8 @@ mod tests {
         )
         .unwrap();
         let env = Layer::from_env(env(&[("MPREG_PORT", "2"), ("MPREG_NAME", "env")])).unwrap();
-        let flags = Layer {
-            name: Some("flag".into()),
-            ..Layer::default()
-        };
+        let mut flags = Layer::default();
+        flags.set("name", "flag");
         let s = Settings::resolve([file, env, flags]).unwrap();
         assert_eq!((s.port, s.name.as_str()), (2, "flag"));
         assert_eq!(s.topology, Some(Topology::EdgeComputing));
@@ -1001,11 +905,9 @@ mod tests {
     #[test]
     fn every_template_resolves() {
         for t in Topology::ALL {
-            let s = Settings::resolve([Layer {
-                topology: Some(t),
-                ..Layer::default()
-            }])
-            .unwrap_or_else(|e| panic!("{}: {e}", t.name()));
+            let mut l = Layer::default();
+            l.set("topology", t.name());
+            let s = Settings::resolve([l]).unwrap_or_else(|e| panic!("{}: {e}", t.name()));
             assert_eq!(Topology::parse(t.name()), Some(t));
             assert_eq!(s.topology, Some(t));
         }
@@ -1086,18 +988,12 @@ mod tests {
         assert_eq!(f.bridges.len(), 2);
         assert_eq!(f.bridges[1].seeds[0].as_str(), "ws://10.0.0.3:7000");
 
-        let flags = Layer {
-            federation: FederationLayer {
-                policy: Some(PolicyKind::Permissive),
-                import: Some(Vec::new()),
-                ..FederationLayer::default()
-            },
-            ..Layer::default()
-        };
-        let plain = Settings::resolve([flags.clone()]).unwrap_err();
+        let mut flags = Layer::default();
+        flags.set("federation.policy", "permissive");
+        let mut with_import = flags.clone();
+        with_import.set("federation.import", Vec::<String>::new());
+        let plain = Settings::resolve([with_import]).unwrap_err();
         assert!(plain.to_string().contains("federation.import"), "{plain}");
-        let mut flags = flags;
-        flags.federation.import = None;
         let s = Settings::resolve([flags]).unwrap();
         assert_eq!(s.protocol.federation.policy, Policy::Permissive);
         assert_eq!(

@@ -25,12 +25,9 @@ where
 /// A node on a free loopback port from a TOML document.
 async fn start(toml: &str) -> Node {
     let layer = Layer::from_toml(toml, "test.toml").expect("valid TOML");
-    let settings = Settings::resolve([Layer {
-        port: Some(0),
-        ..Layer::default()
-    }
-    .over(layer)])
-    .expect("valid settings");
+    let mut free_port = Layer::default();
+    free_port.set("port", 0);
+    let settings = Settings::resolve([free_port.over(layer)]).expect("valid settings");
     Node::start(settings).await.expect("node starts")
 }
 

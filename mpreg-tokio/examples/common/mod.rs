@@ -16,15 +16,18 @@ pub fn node_settings(
     seed: Option<&Node>,
     topology: Option<Topology>,
 ) -> Result<Settings, Error> {
-    let layer = mpreg_tokio::Layer {
-        topology,
-        port: Some(0),
-        name: Some(name.to_string()),
-        cluster_id: Some(cluster.to_string()),
-        resources: Some(resources.to_vec()),
-        seeds: Some(seed.map(|s| vec![s.addr().clone()]).unwrap_or_default()),
-        ..Default::default()
-    };
+    let mut layer = mpreg_tokio::Layer::default();
+    layer
+        .set("port", 0)
+        .set("name", name)
+        .set("cluster_id", cluster)
+        .set("resources", resources.to_vec());
+    if let Some(s) = seed {
+        layer.set("seeds", vec![s.addr().to_string()]);
+    }
+    if let Some(t) = topology {
+        layer.set("topology", t.name());
+    }
     Ok(Settings::resolve([layer])?)
 }
 
