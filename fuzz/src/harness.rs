@@ -12,6 +12,12 @@
 //! function names. Random 128-bit ids would never collide with the ones a
 //! node knows, and collisions are where the interesting states are.
 //!
+//! The harness is also the nodes' runtime: it carries out every
+//! [`Order`] (dials, sends, closes, handlers, stop) as the contract of the
+//! crate docs says, adversarially where the contract allows (dials left
+//! pending, slow closes, ids reused at once), and checks what the node and
+//! the runtime must agree on.
+//!
 //! Every check is an `assert!`: a violated invariant is a crash to the
 //! fuzzer and a failure to proptest.
 
@@ -22,8 +28,8 @@ use mpreg_proto::catalog::Route;
 use mpreg_proto::config::{BridgeConfig, Policy};
 use mpreg_proto::wire::{self, Message, Update};
 use mpreg_proto::{
-    Addr, Call, CallError, CallId, Config, Event, FnBody, FrameError, FunctionSpec, Identity,
-    InvocationId, MemberState, Node, NodeId, Status, Time,
+    Addr, Call, CallError, CallId, Closed, Config, ConnId, ConnView, Event, FnBody, FrameError,
+    FunctionSpec, Identity, InvocationId, MemberState, Node, NodeId, Order, Status, Time,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -130,11 +136,22 @@ pub fn small_config(seed: u64) -> Config {
     l.max_pending_calls = 3;
     l.max_invocations = 2;
     l.max_dedup_entries = 4;
-    l.max_sessions = 6;
     l.max_missing_updates = 6;
     l.max_queued_transmits = 64;
     l.peer_frames_per_sec = 20;
     l.peer_frame_burst = 40;
+    let n = &mut c.connections;
+    n.idle_timeout = ms(1000);
+    n.client_idle_timeout = ms(3000);
+    n.dial_timeout = ms(300);
+    n.close_timeout = ms(300);
+    n.backoff_min = ms(50);
+    n.backoff_max = ms(800);
+    n.max_connections = 6;
+    // Room for two frames of the largest size.
+    n.max_held_bytes = 2 * 8192;
+    c.leave.grace = ms(300);
+    c.leave.flush_timeout = ms(200);
     c
 }
 
@@ -815,33 +832,72 @@ pub enum Local {
     Cancel(u8),
     /// `complete_invocation` of one of the running handlers.
     Complete { pick: u8, ok: bool, big: bool },
-    /// `complete_invocation` of an unknown invocation.
+    /// `complete_invocation` of an invocation id (the ids are small
+    /// counters, so sometimes a running one).
     CompleteUnknown(u64),
-    /// `drain`.
-    Drain,
+    /// `leave`: the phased graceful leave (drain, flush, stop).
+    Leave,
     /// `bridge` to a cluster through seeds.
     Bridge(Cluster, Vec<Where>),
+}
+
+/// How a connection ended, as the runtime reports it.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum How {
+    /// Cleanly, nothing lost.
+    Clean,
+    /// The peer closed cleanly; frames queued here were never written.
+    Unsent,
+    /// It broke.
+    Lost,
+}
+
+impl How {
+    fn get(self) -> Closed {
+        match self {
+            How::Clean => Closed::Clean,
+            How::Unsent => Closed::Unsent,
+            How::Lost => Closed::Lost,
+        }
+    }
 }
 
 /// One input to a single node.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Step {
-    /// A structured message from an address.
+    /// A structured message from an address, on its connection (opened as
+    /// if dialled, on first use).
     Frame(Where, Msg, Framing),
     /// Raw bytes from an address.
     Raw(Where, Vec<u8>),
-    /// A plausible answer from the peer to one of the node's recent frames.
+    /// A message on the connection with id `n % 16`: open, closing, or
+    /// unknown to the node.
+    On(u8, Msg),
+    /// A plausible answer from the peer to one of the node's recent frames
+    /// (on the connection it went out on, if still open).
     Reply(u8, bool),
     /// The peer at this index sends its `Hello` (a handshake).
     Handshake(Who),
     /// The clock moves; due timers fire.
     Advance(Advance),
-    /// A connection opened.
-    Connected(Where),
-    /// A connection closed cleanly.
-    Closed(Where),
-    /// A connection broke.
-    Unreachable(Where),
+    /// The runtime accepted a connection: from now on frames from the
+    /// address arrive on it, unnamed to the node until a `Hello` names it.
+    Accept(Where),
+    /// A connection to the address opened: the answer to a dial, or one
+    /// the runtime opened by itself; `true` answers with the id of the
+    /// address's connection (a connectionless transport).
+    Connected(Where, bool),
+    /// Answers one of the dials the node ordered: connected, or failed.
+    Answer(u8, bool),
+    /// A dial of the address failed (ordered or not).
+    DialFailed(Where),
+    /// The address's connection ended.
+    Closed(Where, How),
+    /// Whether the closes the node orders from now on are held until a
+    /// [`Step::Finish`] (slow closes), or carried out at once (the start).
+    Hang(bool),
+    /// A held close finishes.
+    Finish(u8, How),
     /// `join` through seeds.
     Join(Vec<Where>),
     /// `leave`.
@@ -859,12 +915,31 @@ pub enum Step {
 pub struct Checker {
     incarnation: u64,
     versions: BTreeMap<NodeId, (u64, MemberState)>,
-    left: bool,
+    status: Option<Status>,
+    /// Connections left in the table when the node stopped (it ignores the
+    /// runtime from then on).
+    at_stop: Option<usize>,
+    /// When it last checked.
+    last: Option<Time>,
 }
 
 impl Checker {
-    /// Checks every invariant of `node` (configured as `node.config()`).
-    pub fn check(&mut self, node: &Node) {
+    /// The caps on what waits in the node's queue: checked whenever the
+    /// runtime is about to take an order.
+    pub fn check_queues(node: &Node) {
+        let l = &node.config().limits;
+        assert!(
+            node.queued_transmits() <= l.max_queued_transmits,
+            "{} queued transmits > cap {}",
+            node.queued_transmits(),
+            l.max_queued_transmits
+        );
+    }
+
+    /// Checks every invariant of `node` (configured as `node.config()`) at
+    /// `now`, once the runtime has carried out its orders; `held` is the
+    /// number of closes it ordered that the runtime has not reported yet.
+    pub fn check(&mut self, node: &Node, held: usize, now: Time) {
         let l = &node.config().limits;
         let me = node.id();
         let members: Vec<_> = node.members().collect();
@@ -903,18 +978,7 @@ impl Checker {
             l.max_pending_calls
         );
         assert!(node.running_invocations() <= l.max_invocations);
-        assert!(
-            node.session_count() <= l.max_sessions,
-            "{} sessions > cap {}",
-            node.session_count(),
-            l.max_sessions
-        );
-        assert!(
-            node.queued_transmits() <= l.max_queued_transmits,
-            "{} queued transmits > cap {}",
-            node.queued_transmits(),
-            l.max_queued_transmits
-        );
+        Checker::check_queues(node);
         assert!(node.passive_view_len() <= node.config().overlay.passive_view_size);
         for a in node.active_view() {
             assert!(
@@ -922,14 +986,64 @@ impl Checker {
                 "active peer {a:?} is not a live member"
             );
         }
+        // Connections: open ones and dials within the cap at all times;
+        // closing ones stay in the table until the runtime reports them.
+        let c = &node.config().connections;
+        let conns: Vec<ConnView> = node.connections().collect();
+        assert_eq!(conns.len(), node.connection_count());
+        let open = conns.iter().filter(|v| !v.closing).count();
+        assert!(
+            open + node.dialing_count() <= c.max_connections,
+            "{open} open connections + {} dials > cap {}",
+            node.dialing_count(),
+            c.max_connections
+        );
+        if node.status() == Status::Stopped {
+            let at_stop = *self.at_stop.get_or_insert(node.connection_count());
+            assert!(node.connection_count() <= at_stop, "a stopped node opened");
+        } else {
+            assert!(
+                node.connection_count() <= c.max_connections.saturating_add(held),
+                "{} connections > cap {} (+ {held} closing)",
+                node.connection_count(),
+                c.max_connections
+            );
+        }
+        let mut primaries = BTreeSet::new();
+        for v in &conns {
+            assert!(
+                !v.kept || v.primary,
+                "a kept connection is not primary: {v:?}"
+            );
+            assert!(
+                !(v.primary && v.closing),
+                "a closing connection is primary: {v:?}"
+            );
+            if v.primary {
+                assert!(
+                    primaries.insert(v.addr.clone()),
+                    "two primary connections to {:?}",
+                    v.addr
+                );
+            }
+        }
         // Every timer is keyed by something bounded: a member (probe,
-        // suspicion), a probe in flight, a pending call, a remembered
-        // execution, or one of five periodic ones.
-        let timer_cap = 5
-            + 2 * l.max_members
-            + l.max_pending_calls
-            + l.max_dedup_entries
-            + 2 * l.max_sessions * l.peer_frame_burst as usize;
+        // suspicion), a probe in flight, a pending call (its budget and a
+        // resend), a remembered execution, a running handler, or one of
+        // nine singletons (graft, announce, bridge, sync, shuffle, join,
+        // dial, idle, leave).
+        let timer_cap = [
+            9,
+            l.max_members.saturating_mul(2),
+            l.max_pending_calls.saturating_mul(2),
+            l.max_dedup_entries,
+            l.max_invocations,
+            c.max_connections
+                .saturating_mul(2)
+                .saturating_mul(l.peer_frame_burst as usize),
+        ]
+        .into_iter()
+        .fold(0usize, usize::saturating_add);
         assert!(
             node.timer_count() <= timer_cap,
             "{} timers > {timer_cap}",
@@ -946,22 +1060,25 @@ impl Checker {
         for p in cat.functions().flat_map(|(_, ps)| ps) {
             assert!(ids.contains(&p.node), "catalog entry of a non-member");
         }
+        // Life goes one way: Active, Draining, Left, Stopped.
+        let status = node.status();
+        if let Some(old) = self.status {
+            assert!(status >= old, "status went from {old:?} back to {status:?}");
+        }
+        self.status = Some(status);
         // A node never marks itself Dead; its own record is Alive until it
-        // leaves, and carries its incarnation.
+        // has left, then Left, and carries its incarnation.
         let own = members
             .iter()
             .find(|m| m.id == me)
             .expect("a node always knows itself");
         assert_ne!(own.state, MemberState::Dead, "a node marked itself Dead");
-        let left = node.status() == Status::Left;
-        assert!(!self.left || left, "a node came back from Left");
-        self.left = left;
-        let want = if left {
+        let want = if status >= Status::Left {
             MemberState::Left
         } else {
             MemberState::Alive
         };
-        assert_eq!(own.state, want, "own record");
+        assert_eq!(own.state, want, "own record ({status:?})");
         assert_eq!(own.incarnation, node.incarnation());
         // Versions never go backwards.
         assert!(
@@ -971,24 +1088,93 @@ impl Checker {
             node.incarnation()
         );
         self.incarnation = node.incarnation();
-        let mut now = BTreeMap::new();
+        let mut versions = BTreeMap::new();
         for m in &members {
             let v = (m.incarnation, m.state);
             if let Some(old) = self.versions.get(&m.id) {
                 assert!(v >= *old, "member {:?} went from {old:?} to {v:?}", m.id);
             }
-            now.insert(m.id, v);
+            versions.insert(m.id, v);
         }
+        // A member is forgotten a reconnect window after it died or left;
+        // one live at the last check may have done both since, if that was
+        // as long ago.
+        let window = node.config().membership.reconnect_window;
+        let lapsed = self.last.is_some_and(|t| now >= t + window);
         for (id, old) in &self.versions {
-            if !now.contains_key(id) {
+            if !versions.contains_key(id) {
                 assert!(
-                    matches!(old.1, MemberState::Dead | MemberState::Left),
+                    lapsed || matches!(old.1, MemberState::Dead | MemberState::Left),
                     "member {id:?} forgotten while {:?}",
                     old.1
                 );
             }
         }
-        self.versions = now;
+        self.versions = versions;
+        self.last = Some(now);
+    }
+}
+
+/// Checks a frame the node sent: within the size limit, and decodable.
+fn sent_message(node: &Node, frame: &[u8]) -> Message {
+    let max = node.config().limits.max_frame_size;
+    assert!(
+        frame.len() <= max,
+        "a frame of {} bytes > limit {max} went out",
+        frame.len()
+    );
+    wire::decode(frame, max, None).expect("own frames decode").1
+}
+
+/// Checks a dial the node ordered: never itself, nor an address it could
+/// not have (empty, or an unnamed connection's key).
+fn check_dial(node: &Node, a: &Addr) {
+    assert_ne!(a, node.addr(), "a node dialled itself");
+    assert!(
+        !a.as_str().is_empty() && !a.as_str().starts_with("conn:"),
+        "a dial of {a:?}"
+    );
+}
+
+/// Remembers a handler the node started.
+fn invoked(invs: &mut Vec<InvocationId>, id: InvocationId) {
+    assert!(!invs.contains(&id), "invocation id {id:?} reused");
+    if invs.len() < 64 {
+        invs.push(id);
+    }
+}
+
+/// Forgets a handler the node cancelled: one that was running.
+fn cancelled(invs: &mut Vec<InvocationId>, id: InvocationId) {
+    assert!(
+        invs.len() >= 64 || invs.contains(&id),
+        "Cancel of {id:?}, which is not running"
+    );
+    invs.retain(|i| *i != id);
+}
+
+/// What the runtime and the node agree on once the orders are carried
+/// out: the node knows only connections the runtime has open, it has
+/// stopped exactly when it ordered `Stop`, and the handlers running are
+/// those it started and neither finished nor cancelled.
+fn check_runtime(node: &Node, stopped: bool, invs: &[InvocationId], open: impl Fn(ConnId) -> bool) {
+    assert_eq!(
+        stopped,
+        node.status() == Status::Stopped,
+        "Stop ordered: {stopped}, status {:?}",
+        node.status()
+    );
+    if !stopped {
+        for v in node.connections() {
+            assert!(open(v.id), "the node has {v:?}, which the runtime closed");
+        }
+    }
+    if invs.len() < 64 {
+        assert_eq!(
+            node.running_invocations(),
+            invs.len(),
+            "running handlers: {invs:?}"
+        );
     }
 }
 
@@ -1030,7 +1216,19 @@ impl Fed {
     }
 }
 
-/// A node fed arbitrary inputs, checked after every step.
+/// A connection of [`Single`]'s runtime.
+#[derive(Debug)]
+struct Peer {
+    /// The address frames on it come from (for an accepted one, the label
+    /// the step gave it).
+    addr: Addr,
+    /// Opened as dialled (`handle_dialed`), else accepted.
+    dialed: bool,
+}
+
+/// A node fed arbitrary inputs, checked after every step, and the runtime
+/// around it: it carries out every order, keeps dials pending until a step
+/// answers them, and (while told to) closes slowly.
 #[derive(Debug)]
 pub struct Single {
     /// The node under test.
@@ -1040,8 +1238,20 @@ pub struct Single {
     checker: Checker,
     calls: Vec<CallId>,
     invocations: Vec<InvocationId>,
-    /// Recent frames the node sent: (to, message).
-    recent: VecDeque<(Addr, Message)>,
+    /// Recent frames the node sent: (connection, its peer, message).
+    recent: VecDeque<(ConnId, Addr, Message)>,
+    /// Connections reported open and not yet reported closed.
+    open: BTreeMap<ConnId, Peer>,
+    /// The connection frames from each address arrive on.
+    by_addr: BTreeMap<Addr, ConnId>,
+    /// Dials ordered and not answered yet (the latest 16).
+    dials: VecDeque<Addr>,
+    /// Closes ordered and not carried out yet.
+    held: Vec<ConnId>,
+    /// Closes are held rather than carried out at once.
+    hang: bool,
+    /// The node ordered `Stop`.
+    pub stopped: bool,
 }
 
 impl Single {
@@ -1057,6 +1267,12 @@ impl Single {
             calls: Vec::new(),
             invocations: Vec::new(),
             recent: VecDeque::new(),
+            open: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            dials: VecDeque::new(),
+            held: Vec::new(),
+            hang: false,
+            stopped: false,
         };
         s.after();
         s
@@ -1077,47 +1293,145 @@ impl Single {
         Ok(())
     }
 
-    /// A frame from `from`; checks that a rejected frame changes nothing.
-    pub fn feed(&mut self, from: &Addr, bytes: &[u8]) {
-        let before = (
-            self.node.state_digest(),
-            self.node.incarnation(),
-            self.node.pending_calls(),
-            self.node.status(),
-        );
-        let out = self.node.queued_transmits();
-        if let Err(e) = self.node.handle_frame(self.now, from, bytes) {
-            let after = (
-                self.node.state_digest(),
-                self.node.incarnation(),
-                self.node.pending_calls(),
-                self.node.status(),
-            );
-            assert_eq!(before, after, "a rejected frame changed the node");
-            // A call beyond the sender's rate is answered Overloaded (one
-            // frame, after a Hello if the node never spoke to the sender);
-            // any other rejected frame sends nothing.
-            let answers = if matches!(e, FrameError::RateLimited) {
-                2
-            } else {
-                0
-            };
-            let sent = self.node.queued_transmits().saturating_sub(out);
-            assert!(sent <= answers, "a rejected frame ({e}) sent {sent} frames");
+    /// The lowest id not open: ids of closed connections are reused at
+    /// once, as the API allows.
+    fn fresh(&self) -> ConnId {
+        (0u64..)
+            .map(ConnId)
+            .find(|c| !self.open.contains_key(c))
+            .unwrap_or(ConnId(u64::MAX))
+    }
+
+    /// Reports a connection to `a` opened as dialled: a new one, or with
+    /// `reuse` the address's own (if it has one).
+    fn dialed(&mut self, a: &Addr, reuse: bool) -> ConnId {
+        let c = match self.by_addr.get(a) {
+            Some(c) if reuse && !self.held.contains(c) => *c,
+            _ => {
+                let c = self.fresh();
+                let peer = Peer {
+                    addr: a.clone(),
+                    dialed: true,
+                };
+                self.open.insert(c, peer);
+                self.by_addr.insert(a.clone(), c);
+                c
+            }
+        };
+        self.node.handle_dialed(self.now, a, c);
+        self.drain();
+        c
+    }
+
+    /// Reports a connection accepted, labelled `a`.
+    fn accept(&mut self, a: &Addr) {
+        let c = self.fresh();
+        let peer = Peer {
+            addr: a.clone(),
+            dialed: false,
+        };
+        self.open.insert(c, peer);
+        self.by_addr.insert(a.clone(), c);
+        self.node.handle_accepted(self.now, c);
+    }
+
+    /// The connection frames from `a` arrive on (opened as dialled if it
+    /// has none).
+    fn conn(&mut self, a: &Addr) -> ConnId {
+        match self.by_addr.get(a) {
+            Some(c) => *c,
+            None => self.dialed(a, false),
         }
     }
 
-    /// Applies one step, checks the invariants, drains the outputs.
+    /// Reports connection `c` closed.
+    fn close(&mut self, c: ConnId, how: Closed) {
+        if let Some(p) = self.open.remove(&c)
+            && self.by_addr.get(&p.addr) == Some(&c)
+        {
+            self.by_addr.remove(&p.addr);
+        }
+        self.held.retain(|h| *h != c);
+        self.node.handle_closed(self.now, c, how);
+    }
+
+    fn forget_dial(&mut self, a: &Addr) {
+        if let Some(i) = self.dials.iter().position(|d| d == a) {
+            self.dials.remove(i);
+        }
+    }
+
+    /// A frame on `conn`; checks that a rejected frame changes nothing.
+    pub fn feed(&mut self, conn: ConnId, bytes: &[u8]) {
+        fn state(n: &Node) -> impl PartialEq + std::fmt::Debug + use<> {
+            (
+                n.state_digest(),
+                n.incarnation(),
+                n.pending_calls(),
+                n.running_invocations(),
+                n.status(),
+            )
+        }
+        fn quiet(n: &Node) -> impl PartialEq + std::fmt::Debug + use<> {
+            (
+                n.connections().collect::<Vec<_>>(),
+                n.dialing_count(),
+                n.timer_count(),
+                n.poll_timeout(),
+                n.active_view(),
+                n.passive_view_len(),
+            )
+        }
+        let before = state(&self.node);
+        let calm = quiet(&self.node);
+        let (sends, orders) = (self.node.queued_transmits(), self.node.queued_orders());
+        if let Err(e) = self.node.handle_frame(self.now, conn, bytes) {
+            assert_eq!(
+                before,
+                state(&self.node),
+                "a rejected frame ({e}) changed the node"
+            );
+            let sent = self.node.queued_transmits().saturating_sub(sends);
+            if matches!(e, FrameError::RateLimited) {
+                // A call beyond the sender's rate is answered Overloaded
+                // (one frame, after a Hello if the node never spoke on that
+                // connection).
+                assert!(sent <= 2, "a rate-limited frame sent {sent} frames");
+            } else {
+                // Any other rejected frame does nothing at all.
+                assert_eq!(
+                    calm,
+                    quiet(&self.node),
+                    "a rejected frame ({e}) changed connections or timers"
+                );
+                assert_eq!(
+                    self.node.queued_orders(),
+                    orders,
+                    "a rejected frame ({e}) ordered something"
+                );
+            }
+        }
+    }
+
+    /// Applies one step, carries out the orders, checks the invariants.
     pub fn step(&mut self, step: &Step) {
         let now = self.now;
         match step {
             Step::Frame(from, msg, framing) => {
                 let bytes = frame(&msg.get(), framing);
-                self.feed(&from.addr(), &bytes);
+                let c = self.conn(&from.addr());
+                self.feed(c, &bytes);
             }
-            Step::Raw(from, bytes) => self.feed(&from.addr(), bytes),
+            Step::Raw(from, bytes) => {
+                let c = self.conn(&from.addr());
+                self.feed(c, bytes);
+            }
+            Step::On(n, msg) => {
+                let bytes = frame(&msg.get(), &Framing::Normal);
+                self.feed(ConnId(u64::from(n % 16)), &bytes);
+            }
             Step::Reply(pick, good) => {
-                if let Some((to, reply)) = self.reply(*pick, *good) {
+                if let Some((conn, to, reply)) = self.reply(*pick, *good) {
                     // Bridge peers speak with their own cluster's tag.
                     let bridged = self.node.bridges().iter().any(|b| b.0 == to)
                         || matches!(reply, Message::BridgeHello(_));
@@ -1127,7 +1441,7 @@ impl Single {
                         Framing::Normal
                     };
                     let bytes = frame(&reply, &framing);
-                    self.feed(&to, &bytes);
+                    self.feed(conn, &bytes);
                 }
             }
             Step::Handshake(w) => {
@@ -1141,15 +1455,48 @@ impl Single {
                     cluster_id: CLUSTER.into(),
                     role: wire::Role::Member,
                 });
-                self.feed(&addr(i), &frame(&hello, &Framing::Normal));
+                let c = self.conn(&addr(i));
+                self.feed(c, &frame(&hello, &Framing::Normal));
             }
             Step::Advance(a) => {
                 self.now = advance(self.now, *a, self.node.poll_timeout());
                 self.node.handle_timeout(self.now);
             }
-            Step::Connected(w) => self.node.handle_connected(now, &w.addr()),
-            Step::Closed(w) => self.node.handle_closed(now, &w.addr()),
-            Step::Unreachable(w) => self.node.handle_unreachable(now, &w.addr()),
+            Step::Accept(w) => self.accept(&w.addr()),
+            Step::Connected(w, reuse) => {
+                let a = w.addr();
+                self.forget_dial(&a);
+                self.dialed(&a, *reuse);
+            }
+            Step::Answer(pick, ok) => {
+                if !self.dials.is_empty() {
+                    let i = usize::from(*pick) % self.dials.len();
+                    if let Some(a) = self.dials.remove(i) {
+                        if *ok {
+                            self.dialed(&a, false);
+                        } else {
+                            self.node.handle_dial_failed(now, &a);
+                        }
+                    }
+                }
+            }
+            Step::DialFailed(w) => {
+                let a = w.addr();
+                self.forget_dial(&a);
+                self.node.handle_dial_failed(now, &a);
+            }
+            Step::Closed(w, how) => {
+                if let Some(c) = self.by_addr.get(&w.addr()).copied() {
+                    self.close(c, how.get());
+                }
+            }
+            Step::Hang(h) => self.hang = *h,
+            Step::Finish(pick, how) => {
+                if !self.held.is_empty() {
+                    let c = self.held[usize::from(*pick) % self.held.len()];
+                    self.close(c, how.get());
+                }
+            }
             Step::Join(seeds) => self.node.join(now, seeds.iter().map(|w| w.addr())),
             Step::Leave => self.node.leave(now),
             Step::Import(u) => {
@@ -1167,29 +1514,89 @@ impl Single {
         self.after();
     }
 
-    fn after(&mut self) {
-        self.checker.check(&self.node);
-        let max = self.node.config().limits.max_frame_size;
-        while let Some(t) = self.node.poll_transmit() {
-            assert!(t.frame.len() <= max, "a frame over the limit went out");
-            assert_ne!(&t.to, self.node.addr(), "a node sent to itself");
-            // Everything a node sends decodes.
-            let (_, msg) = wire::decode(&t.frame, max, None).expect("own frames decode");
-            if self.recent.len() == 16 {
-                self.recent.pop_front();
+    /// Carries out every order and takes every event.
+    fn drain(&mut self) {
+        let mut n = 0usize;
+        loop {
+            Checker::check_queues(&self.node);
+            if let Some(o) = self.node.poll_order() {
+                n += 1;
+                assert!(n < 100_000, "the node orders without end");
+                assert!(!self.stopped, "an order after Stop: {o:?}");
+                self.carry_out(o);
+            } else if let Some(e) = self.node.poll_event() {
+                on_event(e, &mut self.calls);
+            } else {
+                break;
             }
-            self.recent.push_back((t.to, msg));
         }
-        drain_events(&mut self.node, &mut self.calls, &mut self.invocations);
     }
 
-    /// What the addressee of a recent frame might answer.
-    fn reply(&mut self, pick: u8, good: bool) -> Option<(Addr, Message)> {
+    fn carry_out(&mut self, o: Order) {
+        match o {
+            Order::Send(t) => {
+                let msg = sent_message(&self.node, &t.frame);
+                let peer = self
+                    .open
+                    .get(&t.conn)
+                    .unwrap_or_else(|| panic!("a frame on {:?}, which is not open", t.conn));
+                assert!(
+                    !(peer.dialed && peer.addr == *self.node.addr()),
+                    "a node sent to itself"
+                );
+                if self.recent.len() == 16 {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((t.conn, peer.addr.clone(), msg));
+            }
+            Order::Dial(a) => {
+                check_dial(&self.node, &a);
+                if self.dials.len() == 16 {
+                    self.dials.pop_front();
+                }
+                self.dials.push_back(a);
+            }
+            Order::Close(c) => {
+                assert!(
+                    self.open.contains_key(&c),
+                    "Close of {c:?}, which is not open"
+                );
+                if self.hang {
+                    self.held.push(c);
+                } else {
+                    self.close(c, Closed::Clean);
+                }
+            }
+            Order::Abort(c) => {
+                assert!(
+                    self.open.contains_key(&c),
+                    "Abort of {c:?}, which is not open"
+                );
+                self.close(c, Closed::Clean);
+            }
+            Order::Invoke(inv) => invoked(&mut self.invocations, inv.id),
+            Order::Cancel(id) => cancelled(&mut self.invocations, id),
+            Order::Stop => self.stopped = true,
+        }
+    }
+
+    fn after(&mut self) {
+        self.drain();
+        self.checker.check(&self.node, self.held.len(), self.now);
+        let open = &self.open;
+        check_runtime(&self.node, self.stopped, &self.invocations, |c| {
+            open.contains_key(&c)
+        });
+    }
+
+    /// What the addressee of a recent frame might answer, and the
+    /// connection it answers on.
+    fn reply(&mut self, pick: u8, good: bool) -> Option<(ConnId, Addr, Message)> {
         if self.recent.is_empty() {
             return None;
         }
         let i = usize::from(pick) % self.recent.len();
-        let (to, msg) = self.recent.remove(i)?;
+        let (conn, to, msg) = self.recent.remove(i)?;
         let peer = (0..10u8).find(|i| addr(*i) == to).map(id);
         let m = match msg {
             Message::Hello(_) | Message::Join(_) => Message::Hello(wire::Hello {
@@ -1273,7 +1680,12 @@ impl Single {
             Message::Shuffle(s) => Message::ShuffleReply(s.sample),
             _ => return None,
         };
-        Some((to, m))
+        // On the connection the frame went out on, while it is open.
+        let conn = match self.open.get(&conn) {
+            Some(p) if p.addr == to => conn,
+            _ => self.conn(&to),
+        };
+        Some((conn, to, m))
     }
 }
 
@@ -1288,18 +1700,16 @@ pub fn advance(now: Time, a: Advance, deadline: Option<Time>) -> Time {
     to.max(now)
 }
 
-/// Drains events, remembering calls and invocations for later steps.
-pub fn drain_events(node: &mut Node, calls: &mut Vec<CallId>, invs: &mut Vec<InvocationId>) {
-    while let Some(e) = node.poll_event() {
-        match e {
-            Event::Invoke(inv) if invs.len() < 64 => invs.push(inv.id),
-            Event::CallDone { call, .. } => calls.retain(|c| *c != call),
-            _ => {}
-        }
+/// Takes an event: a finished call is forgotten.
+pub fn on_event(e: Event, calls: &mut Vec<CallId>) {
+    if let Event::CallDone { call, .. } = e {
+        calls.retain(|c| *c != call);
     }
 }
 
-/// Applies an application command.
+/// Applies an application command. `invs` are the handlers running (as
+/// the runtime knows them): completing one of them succeeds, completing
+/// anything else fails.
 pub fn local(
     node: &mut Node,
     now: Time,
@@ -1373,12 +1783,20 @@ pub fn local(
             } else {
                 Err("x".repeat(len))
             };
-            let _ = node.complete_invocation(now, inv, result);
+            let r = node.complete_invocation(now, inv, result);
+            assert!(r.is_ok(), "completing running {inv:?}: {r:?}");
         }
         Local::CompleteUnknown(i) => {
-            let _ = node.complete_invocation(now, InvocationId(*i), Ok(Bytes::new()));
+            let inv = InvocationId(*i);
+            let r = node.complete_invocation(now, inv, Ok(Bytes::new()));
+            let running = invs.contains(&inv);
+            assert!(
+                invs.len() >= 64 || r.is_ok() == running,
+                "completing {inv:?} (running: {running}): {r:?}"
+            );
+            invs.retain(|x| *x != inv);
         }
-        Local::Drain => node.drain(now),
+        Local::Leave => node.leave(now),
         Local::Bridge(c, seeds) => {
             let b = BridgeConfig {
                 cluster: c.get().to_string(),
@@ -1391,6 +1809,17 @@ pub fn local(
 
 // ----- two nodes over a faulty link -------------------------------------------
 
+/// What dials of the peer do.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialMode {
+    /// They connect at once.
+    Connect,
+    /// They fail at once.
+    Refuse,
+    /// They never finish (the core gives up on them).
+    Hang,
+}
+
 /// One input to a pair of nodes.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum PairStep {
@@ -1402,25 +1831,48 @@ pub enum PairStep {
     Drop(bool, u8),
     /// Delivers a direction's whole queue in order.
     Flush(bool),
-    /// Breaks the connection: queued frames are lost, both sides are told.
+    /// Breaks every connection: queued frames are lost, both sides are
+    /// told; the next frame needs a new dial.
     Break,
+    /// What dials of the peer do from now on.
+    Dials(DialMode),
     /// The clock moves; due timers fire on both nodes.
     Advance(Advance),
     /// A command on one node.
     Local(bool, Local),
 }
 
-/// Two nodes and the link between them.
+/// One node's end of a connection of [`Pair`].
+#[derive(Debug, Clone, Copy)]
+struct End {
+    /// The other node's end.
+    peer: ConnId,
+    /// The other node closed its end: this one is reported closed once the
+    /// frames the other wrote before closing are delivered (or lost);
+    /// `true` if this node's own frames went unread.
+    peer_closed: Option<bool>,
+}
+
+/// Two nodes and the link between them: every connection is a pair of
+/// ends, one on each node, and frames in flight wait in one queue per
+/// direction, each with the receiving end's id.
 #[derive(Debug)]
 pub struct Pair {
-    /// Node 1 (`sim://1`), which joins through node 2.
-    pub a: Node,
-    /// Node 2 (`sim://2`).
-    pub b: Node,
+    /// Node 1 (`sim://1`, which joins through node 2) and node 2
+    /// (`sim://2`).
+    pub nodes: [Node; 2],
     /// The clock.
     pub now: Time,
-    /// Frames in flight: `[a → b, b → a]`.
-    pub link: [VecDeque<Bytes>; 2],
+    /// Frames in flight: `[1 → 2, 2 → 1]`.
+    pub link: [VecDeque<(ConnId, Bytes)>; 2],
+    /// Ends not reported closed yet: (node, its end).
+    ends: BTreeMap<(usize, ConnId), End>,
+    /// Ends reported closed (a node may still have frames for one, queued
+    /// before it heard).
+    closed: BTreeSet<(usize, ConnId)>,
+    next: u64,
+    dials: DialMode,
+    stopped: [bool; 2],
     checkers: [Checker; 2],
     calls: [Vec<CallId>; 2],
     invocations: [Vec<InvocationId>; 2],
@@ -1437,21 +1889,26 @@ pub fn pair_config(seed: u64) -> Config {
 }
 
 impl Pair {
-    /// Two fresh nodes; `a` joins through `b`.
+    /// Two fresh nodes; node 1 joins through node 2.
     pub fn new(seed: u64) -> Pair {
         let now = Time::ZERO;
         let a = make_node(pair_config(seed), 1, now);
         let b = make_node(pair_config(seed.wrapping_add(1)), 2, now);
         let mut p = Pair {
-            a,
-            b,
+            nodes: [a, b],
             now,
             link: [VecDeque::new(), VecDeque::new()],
+            ends: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            next: 0,
+            dials: DialMode::Connect,
+            stopped: [false; 2],
             checkers: [Checker::default(), Checker::default()],
             calls: [Vec::new(), Vec::new()],
             invocations: [Vec::new(), Vec::new()],
         };
-        p.a.join(now, [addr(2)]);
+        p.after();
+        p.nodes[0].join(now, [addr(2)]);
         p.after();
         p
     }
@@ -1472,100 +1929,286 @@ impl Pair {
         Ok(())
     }
 
-    fn deliver(&mut self, to_b: bool, frame: &[u8]) {
-        let now = self.now;
-        let (node, from) = if to_b {
-            (&mut self.b, addr(1))
-        } else {
-            (&mut self.a, addr(2))
-        };
-        let _ = node.handle_frame(now, &from, frame);
+    /// A frame to node `to` on its end `conn`, if that is still open.
+    fn deliver(&mut self, to: usize, conn: ConnId, frame: &[u8]) {
+        if self.ends.contains_key(&(to, conn)) {
+            let _ = self.nodes[to].handle_frame(self.now, conn, frame);
+        }
     }
 
-    /// Applies one step, checks both nodes, moves their output to the link.
+    /// Applies one step, carries out the orders, checks both nodes.
     pub fn step(&mut self, step: &PairStep) {
         let now = self.now;
         match step {
-            PairStep::Deliver(dir, pick) | PairStep::Duplicate(dir, pick) => {
-                let q = &mut self.link[usize::from(!*dir)];
+            PairStep::Deliver(to_b, pick) | PairStep::Duplicate(to_b, pick) => {
+                let from = usize::from(!*to_b);
+                let q = &mut self.link[from];
                 if !q.is_empty() {
                     let i = usize::from(*pick) % q.len();
                     let f = if matches!(step, PairStep::Duplicate(..)) {
-                        q[i].clone()
+                        Some(q[i].clone())
                     } else {
-                        q.remove(i).unwrap_or_default()
+                        q.remove(i)
                     };
-                    self.deliver(*dir, &f);
+                    if let Some((c, f)) = f {
+                        self.deliver(1 - from, c, &f);
+                    }
                 }
             }
-            PairStep::Drop(dir, pick) => {
-                let q = &mut self.link[usize::from(!*dir)];
+            PairStep::Drop(to_b, pick) => {
+                let q = &mut self.link[usize::from(!*to_b)];
                 if !q.is_empty() {
                     let i = usize::from(*pick) % q.len();
                     q.remove(i);
                 }
             }
-            PairStep::Flush(dir) => {
-                let frames: Vec<Bytes> = self.link[usize::from(!*dir)].drain(..).collect();
-                for f in frames {
-                    self.deliver(*dir, &f);
+            PairStep::Flush(to_b) => {
+                let from = usize::from(!*to_b);
+                let frames: Vec<(ConnId, Bytes)> = self.link[from].drain(..).collect();
+                for (c, f) in frames {
+                    self.deliver(1 - from, c, &f);
                 }
             }
             PairStep::Break => self.break_link(),
+            PairStep::Dials(m) => self.dials = *m,
             PairStep::Advance(adv) => {
-                let deadline = [self.a.poll_timeout(), self.b.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let deadline = self.nodes.iter().filter_map(Node::poll_timeout).min();
                 self.now = advance(now, *adv, deadline);
-                self.a.handle_timeout(self.now);
-                self.b.handle_timeout(self.now);
+                for n in &mut self.nodes {
+                    n.handle_timeout(self.now);
+                }
             }
             PairStep::Local(on_a, l) => {
                 let i = usize::from(!*on_a);
-                let node = if *on_a { &mut self.a } else { &mut self.b };
-                local(node, now, l, &mut self.calls[i], &mut self.invocations[i]);
+                local(
+                    &mut self.nodes[i],
+                    now,
+                    l,
+                    &mut self.calls[i],
+                    &mut self.invocations[i],
+                );
             }
         }
         self.after();
     }
 
-    fn break_link(&mut self) {
-        self.link[0].clear();
-        self.link[1].clear();
-        self.a.handle_unreachable(self.now, &addr(2));
-        self.b.handle_unreachable(self.now, &addr(1));
+    /// Forgets end `(i, c)` and reports it closed to node `i`; frames in
+    /// flight to it are lost.
+    fn report(&mut self, i: usize, c: ConnId, how: Closed) {
+        self.ends.remove(&(i, c));
+        self.closed.insert((i, c));
+        self.link[1 - i].retain(|(to, _)| *to != c);
+        self.nodes[i].handle_closed(self.now, c, how);
     }
 
-    fn after(&mut self) {
-        self.checkers[0].check(&self.a);
-        self.checkers[1].check(&self.b);
-        for (i, node) in [&mut self.a, &mut self.b].into_iter().enumerate() {
-            let other = addr(2 - i as u8);
-            while let Some(t) = node.poll_transmit() {
-                // Frames to anyone else (a stale address) are lost.
-                if t.to == other && self.link[i].len() < 10_000 {
-                    self.link[i].push_back(t.frame);
-                }
+    /// End `(i, c)` ends as `how` (it broke, or its node aborted it), and
+    /// the other end breaks (unless its node closed it already).
+    fn sever(&mut self, i: usize, c: ConnId, how: Closed) {
+        if let Some(e) = self.ends.get(&(i, c)).copied() {
+            self.report(i, c, how);
+            if e.peer_closed.is_none() && self.ends.contains_key(&(1 - i, e.peer)) {
+                self.report(1 - i, e.peer, Closed::Lost);
             }
-            drain_events(node, &mut self.calls[i], &mut self.invocations[i]);
         }
     }
 
-    /// Whether the two hold the same state and each holds the other Alive.
-    pub fn converged(&self) -> bool {
-        self.a.state_digest() == self.b.state_digest()
-            && self.a.member_state(&self.b.id()) == Some(MemberState::Alive)
-            && self.b.member_state(&self.a.id()) == Some(MemberState::Alive)
-            && self.a.replicated_state() == self.b.replicated_state()
+    /// Every connection breaks: frames in flight are lost.
+    fn break_link(&mut self) {
+        self.link[0].clear();
+        self.link[1].clear();
+        let all: Vec<(usize, ConnId)> = self.ends.keys().copied().collect();
+        for (i, c) in all {
+            if self.ends.contains_key(&(i, c)) {
+                self.report(i, c, Closed::Lost);
+            }
+        }
     }
 
-    /// Heals the link: every frame is delivered in order, handlers answer,
-    /// and the clock runs. Panics unless the two converge within a minute
-    /// of simulated time.
+    /// Ends whose peer closed and whose last frames have arrived (or were
+    /// lost) are reported closed. Returns whether there were any.
+    fn settle(&mut self) -> bool {
+        let done: Vec<(usize, ConnId, bool)> = self
+            .ends
+            .iter()
+            .filter_map(|((i, c), e)| {
+                let unsent = e.peer_closed?;
+                let pending = self.link[1 - i].iter().any(|(to, _)| to == c);
+                (!pending).then_some((*i, *c, unsent))
+            })
+            .collect();
+        for (i, c, unsent) in &done {
+            let how = if *unsent {
+                Closed::Unsent
+            } else {
+                Closed::Clean
+            };
+            self.report(*i, *c, how);
+        }
+        !done.is_empty()
+    }
+
+    /// Node `i` closes its end `c`: what it wrote there still arrives (a
+    /// close waits for the queue), what the peer wrote is never read; the
+    /// peer hears once the last frame is in. An abort breaks it at once.
+    fn close(&mut self, i: usize, c: ConnId, abort: bool) {
+        let j = 1 - i;
+        let Some(e) = self.ends.get(&(i, c)).copied() else {
+            // A break or the peer's close got there first (and the node
+            // heard of it).
+            assert!(
+                self.closed.contains(&(i, c)),
+                "node {i} closed {c:?}, which was never open"
+            );
+            return;
+        };
+        if abort {
+            return self.sever(i, c, Closed::Clean);
+        }
+        if e.peer_closed.is_none()
+            && let Some(p) = self.ends.get_mut(&(j, e.peer))
+        {
+            let unsent = self.link[j].iter().any(|(to, _)| *to == c);
+            p.peer_closed = Some(unsent);
+        }
+        self.report(i, c, Closed::Clean);
+    }
+
+    fn fresh(&mut self) -> ConnId {
+        self.next += 1;
+        ConnId(self.next)
+    }
+
+    fn carry_out(&mut self, i: usize, o: Order) {
+        let (j, now) = (1 - i, self.now);
+        match o {
+            Order::Send(t) => {
+                sent_message(&self.nodes[i], &t.frame);
+                match self.ends.get_mut(&(i, t.conn)) {
+                    Some(e) => match e.peer_closed {
+                        // Never read: the peer closed.
+                        Some(_) => e.peer_closed = Some(true),
+                        None => {
+                            if self.link[i].len() < 10_000 {
+                                self.link[i].push_back((e.peer, t.frame));
+                            }
+                        }
+                    },
+                    // Queued before the node heard of the close.
+                    None => assert!(
+                        self.closed.contains(&(i, t.conn)),
+                        "node {i} sent on {:?}, which was never open",
+                        t.conn
+                    ),
+                }
+            }
+            Order::Dial(a) => {
+                check_dial(&self.nodes[i], &a);
+                let peer = a == *self.nodes[j].addr() && !self.stopped[j];
+                match self.dials {
+                    DialMode::Connect if peer => {
+                        let (x, y) = (self.fresh(), self.fresh());
+                        let end = |peer| End {
+                            peer,
+                            peer_closed: None,
+                        };
+                        self.ends.insert((i, x), end(y));
+                        self.ends.insert((j, y), end(x));
+                        self.nodes[j].handle_accepted(now, y);
+                        self.nodes[i].handle_dialed(now, &a, x);
+                    }
+                    DialMode::Hang if peer => {}
+                    _ => self.nodes[i].handle_dial_failed(now, &a),
+                }
+            }
+            Order::Close(c) => self.close(i, c, false),
+            Order::Abort(c) => self.close(i, c, true),
+            Order::Invoke(inv) => invoked(&mut self.invocations[i], inv.id),
+            Order::Cancel(id) => cancelled(&mut self.invocations[i], id),
+            Order::Stop => {
+                // The process is gone: what it had open breaks (what it
+                // closed still arrives).
+                self.stopped[i] = true;
+                let mine: Vec<ConnId> = self
+                    .ends
+                    .keys()
+                    .filter(|(n, _)| *n == i)
+                    .map(|(_, c)| *c)
+                    .collect();
+                for c in mine {
+                    self.sever(i, c, Closed::Lost);
+                }
+            }
+        }
+    }
+
+    /// Carries out both nodes' orders until neither has any, and reports
+    /// the closes that are done.
+    fn drain(&mut self) {
+        let mut n = 0usize;
+        loop {
+            let mut idle = true;
+            for i in 0..2 {
+                loop {
+                    Checker::check_queues(&self.nodes[i]);
+                    if let Some(o) = self.nodes[i].poll_order() {
+                        n += 1;
+                        assert!(n < 200_000, "the nodes order without end");
+                        assert!(!self.stopped[i], "node {i}: an order after Stop: {o:?}");
+                        self.carry_out(i, o);
+                        idle = false;
+                    } else if let Some(e) = self.nodes[i].poll_event() {
+                        on_event(e, &mut self.calls[i]);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if idle && !self.settle() {
+                break;
+            }
+        }
+    }
+
+    fn after(&mut self) {
+        self.drain();
+        for i in 0..2 {
+            self.checkers[i].check(&self.nodes[i], 0, self.now);
+            let ends = &self.ends;
+            check_runtime(&self.nodes[i], self.stopped[i], &self.invocations[i], |c| {
+                ends.contains_key(&(i, c))
+            });
+        }
+    }
+
+    /// Whether the two hold the same state and each holds the other Alive;
+    /// or, where one left, it has stopped and the other no longer holds it
+    /// live.
+    pub fn converged(&self) -> bool {
+        let [a, b] = &self.nodes;
+        let gone = |n: &Node| n.status() >= Status::Draining;
+        let forgot = |n: &Node, of: &Node| {
+            of.status() == Status::Stopped && !n.member_state(&of.id()).is_some_and(|s| s.is_live())
+        };
+        match (gone(a), gone(b)) {
+            (false, false) => {
+                a.state_digest() == b.state_digest()
+                    && a.member_state(&b.id()) == Some(MemberState::Alive)
+                    && b.member_state(&a.id()) == Some(MemberState::Alive)
+                    && a.replicated_state() == b.replicated_state()
+            }
+            (true, false) => forgot(b, a),
+            (false, true) => forgot(a, b),
+            (true, true) => a.status() == Status::Stopped && b.status() == Status::Stopped,
+        }
+    }
+
+    /// Heals the link: dials connect, every frame is delivered in order,
+    /// handlers answer, and the clock runs. Panics unless the two converge
+    /// within a minute of simulated time.
     pub fn converge(&mut self) {
         // A clean link starts with fresh connections (a stream transport
         // reports the loss of frames as a broken connection).
+        self.dials = DialMode::Connect;
         self.break_link();
         self.after();
         let start = self.now;
@@ -1594,11 +2237,13 @@ impl Pair {
             assert!(
                 self.now < limit,
                 "no convergence a minute after the link healed:\n\
-                 a: {:?} {:?}\nb: {:?} {:?}",
-                self.a.members().collect::<Vec<_>>(),
-                self.a.state_digest(),
-                self.b.members().collect::<Vec<_>>(),
-                self.b.state_digest(),
+                 a ({:?}): {:?} {:?}\nb ({:?}): {:?} {:?}",
+                self.nodes[0].status(),
+                self.nodes[0].members().collect::<Vec<_>>(),
+                self.nodes[0].state_digest(),
+                self.nodes[1].status(),
+                self.nodes[1].members().collect::<Vec<_>>(),
+                self.nodes[1].state_digest(),
             );
             self.step(&PairStep::Advance(Advance::ToDeadline));
             if self.link.iter().all(VecDeque::is_empty) {
@@ -1611,11 +2256,179 @@ impl Pair {
 
 // ----- configurations -----------------------------------------------------------
 
-/// Runs a short two-node scenario on any configuration that validates:
-/// join, register, call, a few seconds of protocol time, leave. Nothing
-/// may panic.
+/// Nodes on an in-memory network that delivers in waves, handlers that
+/// answer at once: the runtime of [`exercise`].
+struct Mesh {
+    nodes: Vec<Node>,
+    now: Time,
+    /// Ends not reported closed yet: (node, its end) → (the other node,
+    /// its end).
+    ends: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Ends whose peer closed: reported closed once the frames written
+    /// before are delivered.
+    closing: BTreeSet<(usize, ConnId)>,
+    /// Frames in flight: (to, its end, frame).
+    wire: VecDeque<(usize, ConnId, Bytes)>,
+    next: u64,
+    stopped: Vec<bool>,
+    checkers: Vec<Checker>,
+}
+
+impl Mesh {
+    fn fresh(&mut self) -> ConnId {
+        self.next += 1;
+        ConnId(self.next)
+    }
+
+    /// Carries out every node's orders until none has any.
+    fn drain(&mut self) {
+        let mut n = 0usize;
+        loop {
+            let mut idle = true;
+            for i in 0..self.nodes.len() {
+                loop {
+                    Checker::check_queues(&self.nodes[i]);
+                    let Some(o) = self.nodes[i].poll_order() else {
+                        break;
+                    };
+                    n += 1;
+                    assert!(n < 1_000_000, "the nodes order without end");
+                    assert!(!self.stopped[i], "node {i}: an order after Stop: {o:?}");
+                    self.carry_out(i, o);
+                    idle = false;
+                }
+                while self.nodes[i].poll_event().is_some() {}
+            }
+            if idle {
+                break;
+            }
+        }
+    }
+
+    /// Forgets end `(i, c)` and reports it closed; frames to it are lost.
+    fn report(&mut self, i: usize, c: ConnId, how: Closed) {
+        self.ends.remove(&(i, c));
+        self.closing.remove(&(i, c));
+        self.wire.retain(|(to, e, _)| (*to, *e) != (i, c));
+        self.nodes[i].handle_closed(self.now, c, how);
+    }
+
+    /// End `(i, c)` ends as `how` (it broke, or its node aborted it), and
+    /// the other end breaks (unless its node closed it already).
+    fn sever(&mut self, i: usize, c: ConnId, how: Closed) {
+        if let Some(&(j, p)) = self.ends.get(&(i, c)) {
+            let peer_open = !self.closing.contains(&(i, c));
+            self.report(i, c, how);
+            if peer_open && self.ends.contains_key(&(j, p)) {
+                self.report(j, p, Closed::Lost);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, o: Order) {
+        let now = self.now;
+        match o {
+            Order::Send(t) => {
+                sent_message(&self.nodes[i], &t.frame);
+                if let Some(&(to, c)) = self.ends.get(&(i, t.conn)) {
+                    self.wire.push_back((to, c, t.frame));
+                }
+            }
+            Order::Dial(a) => {
+                check_dial(&self.nodes[i], &a);
+                let to = (0..self.nodes.len())
+                    .find(|j| *j != i && !self.stopped[*j] && *self.nodes[*j].addr() == a);
+                match to {
+                    Some(j) => {
+                        let (x, y) = (self.fresh(), self.fresh());
+                        self.ends.insert((i, x), (j, y));
+                        self.ends.insert((j, y), (i, x));
+                        self.nodes[j].handle_accepted(now, y);
+                        self.nodes[i].handle_dialed(now, &a, x);
+                    }
+                    None => self.nodes[i].handle_dial_failed(now, &a),
+                }
+            }
+            Order::Close(c) => {
+                // What it wrote still arrives; the peer hears after. (An
+                // end not in `ends` was reported closed already.)
+                if let Some(&(j, p)) = self.ends.get(&(i, c)) {
+                    if !self.closing.contains(&(i, c)) {
+                        self.closing.insert((j, p));
+                    }
+                    self.report(i, c, Closed::Clean);
+                }
+            }
+            Order::Abort(c) => self.sever(i, c, Closed::Clean),
+            Order::Invoke(inv) => {
+                let r = self.nodes[i].complete_invocation(now, inv.id, Ok(inv.args));
+                assert!(r.is_ok(), "completing {:?} at once: {r:?}", inv.id);
+            }
+            // Queued with its `Invoke` before the handler ran.
+            Order::Cancel(_) => {}
+            Order::Stop => {
+                // The process is gone: what it had open breaks.
+                self.stopped[i] = true;
+                let mine: Vec<ConnId> = self
+                    .ends
+                    .keys()
+                    .filter(|(n, _)| *n == i)
+                    .map(|(_, c)| *c)
+                    .collect();
+                for c in mine {
+                    self.sever(i, c, Closed::Lost);
+                }
+            }
+        }
+    }
+
+    /// Breaks every connection between nodes `i` and `j`.
+    fn cut(&mut self, i: usize, j: usize) {
+        let broken: Vec<ConnId> = self
+            .ends
+            .iter()
+            .filter(|((n, _), (m, _))| *n == i && *m == j)
+            .map(|((_, c), _)| *c)
+            .collect();
+        for c in broken {
+            self.sever(i, c, Closed::Lost);
+        }
+    }
+
+    /// Delivers every frame in flight, then reports the closes whose last
+    /// frames arrived; false if there was nothing to do.
+    fn deliver(&mut self) -> bool {
+        let frames: Vec<_> = self.wire.drain(..).collect();
+        for (to, c, f) in &frames {
+            if self.ends.contains_key(&(*to, *c)) {
+                let _ = self.nodes[*to].handle_frame(self.now, *c, f);
+            }
+        }
+        let done: Vec<(usize, ConnId)> = self
+            .closing
+            .iter()
+            .filter(|(j, p)| !self.wire.iter().any(|(to, e, _)| (to, e) == (j, p)))
+            .copied()
+            .collect();
+        for (j, p) in &done {
+            self.report(*j, *p, Closed::Clean);
+        }
+        !frames.is_empty() || !done.is_empty()
+    }
+
+    fn check(&mut self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            self.checkers[i].check(n, 0, self.now);
+            let ends = &self.ends;
+            check_runtime(n, self.stopped[i], &[], |c| ends.contains_key(&(i, c)));
+        }
+    }
+}
+
+/// Runs a short three-node scenario on any configuration that validates:
+/// join, register, call, a broken connection, a leave, another call, a
+/// few seconds of protocol time. Nothing may panic, every invariant holds.
 pub fn exercise(cfg: &Config) {
-    let mut now = Time::ZERO;
     let mk = |i: u128, seed_off: u64| {
         let mut c = cfg.clone();
         c.rng_seed = c.rng_seed.wrapping_add(seed_off);
@@ -1626,58 +2439,61 @@ pub fn exercise(cfg: &Config) {
                 addr: Addr::new(format!("cfg://{i}")),
                 incarnation: 1,
             },
-            now,
+            Time::ZERO,
         )
         .expect("a validated config makes a node")
     };
-    let mut nodes = [mk(1 << 120, 0), mk(9 << 120, 1), mk(5 << 120, 2)];
-    let addrs: Vec<Addr> = nodes.iter().map(|n| n.addr().clone()).collect();
+    let mut m = Mesh {
+        nodes: vec![mk(1 << 120, 0), mk(9 << 120, 1), mk(5 << 120, 2)],
+        now: Time::ZERO,
+        ends: BTreeMap::new(),
+        closing: BTreeSet::new(),
+        wire: VecDeque::new(),
+        next: 0,
+        stopped: vec![false; 3],
+        checkers: (0..3).map(|_| Checker::default()).collect(),
+    };
+    m.drain();
+    let addrs: Vec<Addr> = m.nodes.iter().map(|n| n.addr().clone()).collect();
     let spec = FunctionSpec::new("echo").resources(["r"]).idempotent(true);
-    let _ = nodes[1].register(now, spec.clone());
-    let _ = nodes[2].register(now, spec);
-    nodes[0].join(now, [addrs[1].clone()]);
-    nodes[2].join(now, [addrs[0].clone()]);
+    let now = m.now;
+    let _ = m.nodes[1].register(now, spec.clone());
+    let _ = m.nodes[2].register(now, spec);
+    m.nodes[0].join(now, [addrs[1].clone()]);
+    m.nodes[2].join(now, [addrs[0].clone()]);
     for round in 0..60 {
-        // Deliver everything, answer every handler.
+        // Deliver everything, in waves.
         for _ in 0..8 {
-            let mut wire = Vec::new();
-            for (i, n) in nodes.iter_mut().enumerate() {
-                while let Some(t) = n.poll_transmit() {
-                    wire.push((i, t));
-                }
-                while let Some(e) = n.poll_event() {
-                    if let Event::Invoke(inv) = e {
-                        let _ = n.complete_invocation(now, inv.id, Ok(inv.args));
-                    }
-                }
-            }
-            if wire.is_empty() {
+            m.drain();
+            if !m.deliver() {
                 break;
             }
-            for (i, t) in wire {
-                if let Some(j) = addrs.iter().position(|a| *a == t.to) {
-                    let _ = nodes[j].handle_frame(now, &addrs[i], &t.frame);
-                }
-            }
         }
+        m.drain();
+        m.check();
+        let now = m.now;
         match round {
-            10 => {
-                let _ = nodes[0].call(now, Call::new("echo").locs(["r"]).args("x"));
+            10 | 40 => {
+                let _ = m.nodes[0].call(now, Call::new("echo").locs(["r"]).args("x"));
             }
-            20 => nodes[2].handle_unreachable(now, &addrs[1]),
-            30 => nodes[1].drain(now),
-            40 => nodes[1].leave(now),
+            20 => m.cut(2, 1),
+            30 => m.nodes[1].leave(now),
             _ => {}
         }
-        let next = nodes
+        m.drain();
+        m.check();
+        let next = m
+            .nodes
             .iter()
             .filter_map(Node::poll_timeout)
             .min()
             .unwrap_or(now);
-        now = next.max(now + Duration::from_millis(1));
-        for n in &mut nodes {
-            n.handle_timeout(now);
+        m.now = next.max(now + Duration::from_millis(1));
+        for n in &mut m.nodes {
+            n.handle_timeout(m.now);
         }
+        m.drain();
+        m.check();
     }
 }
 
@@ -1752,7 +2568,23 @@ pub fn tweaked_config(u: &mut Unstructured<'_>) -> Result<Config> {
     n(u, &mut s.sync_pages_per_exchange)?;
     d(u, &mut c.calls.default_timeout)?;
     d(u, &mut c.calls.max_timeout)?;
+    d(u, &mut c.calls.resend_backoff)?;
     n(u, &mut c.calls.hop_budget)?;
+    let k = &mut c.connections;
+    for v in [
+        &mut k.idle_timeout,
+        &mut k.client_idle_timeout,
+        &mut k.dial_timeout,
+        &mut k.close_timeout,
+        &mut k.backoff_min,
+        &mut k.backoff_max,
+    ] {
+        d(u, v)?;
+    }
+    n(u, &mut k.max_connections)?;
+    n(u, &mut k.max_held_bytes)?;
+    d(u, &mut c.leave.grace)?;
+    d(u, &mut c.leave.flush_timeout)?;
     let l = &mut c.limits;
     for v in [
         &mut l.max_frame_size,
@@ -1762,9 +2594,10 @@ pub fn tweaked_config(u: &mut Unstructured<'_>) -> Result<Config> {
         &mut l.max_pending_calls,
         &mut l.max_invocations,
         &mut l.max_dedup_entries,
-        &mut l.max_sessions,
+        &mut l.max_dedup_bytes,
         &mut l.max_missing_updates,
         &mut l.max_queued_transmits,
+        &mut l.max_pending_announcements,
     ] {
         n(u, v)?;
     }

@@ -63,7 +63,15 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "sync_pages_per_exchange",
         ],
     ),
-    ("calls", &["default_timeout", "max_timeout", "hop_budget"]),
+    (
+        "calls",
+        &[
+            "default_timeout",
+            "max_timeout",
+            "resend_backoff",
+            "hop_budget",
+        ],
+    ),
     (
         "limits",
         &[
@@ -74,22 +82,28 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "max_pending_calls",
             "max_invocations",
             "max_dedup_entries",
-            "max_sessions",
+            "max_dedup_bytes",
             "peer_frames_per_sec",
             "peer_frame_burst",
         ],
     ),
     (
-        "runtime",
+        "connections",
         &[
             "idle_timeout",
             "client_idle_timeout",
             "dial_timeout",
-            "leave_grace",
-            "flush_timeout",
+            "close_timeout",
             "backoff_min",
             "backoff_max",
             "max_connections",
+            "max_held_bytes",
+        ],
+    ),
+    ("leave", &["grace", "flush_timeout"]),
+    (
+        "runtime",
+        &[
             "queue_control_bytes",
             "queue_broadcast_bytes",
             "queue_call_bytes",

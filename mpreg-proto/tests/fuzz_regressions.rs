@@ -272,8 +272,7 @@ fn bridged_routes_obey_the_per_node_cap() {
         cluster_id: "other".into(),
     });
     let v = wire::PROTOCOL_VERSION;
-    let _ = n
-        .handle_frame(Time::ZERO, &at, &wire::encode(&hello, v, other))
+    n.handle_frame(Time::ZERO, &at, &wire::encode(&hello, v, other))
         .unwrap();
     assert_eq!(n.bridges().len(), 1);
     let summary = Message::Summary(wire::ClusterSummary {
@@ -291,8 +290,7 @@ fn bridged_routes_obey_the_per_node_cap() {
                 .collect(),
         }],
     });
-    let _ = n
-        .handle_frame(Time::ZERO, &at, &wire::encode(&summary, v, other))
+    n.handle_frame(Time::ZERO, &at, &wire::encode(&summary, v, other))
         .unwrap();
     assert_eq!(own_entries(&n), 2);
     assert!(n.metrics().limit_hits(mpreg_proto::Limit::FunctionsPerNode) >= 1);
@@ -538,4 +536,59 @@ fn connections_stay_within_the_cap_when_active_peers_fill_it() {
         n.connection_count()
     );
     assert!(n.metrics().limit_hits(mpreg_proto::Limit::Connections) >= 1);
+}
+
+/// node_inputs (the connection harness): a connection the node had ordered
+/// closed was still treated as open — a `Hello` on it re-keyed it and made
+/// it primary, so frames to that address went onto a closing connection
+/// and were lost unreported.
+#[test]
+fn a_closing_connection_is_never_rekeyed_or_made_primary() {
+    let mut cfg = config();
+    cfg.connections.idle_timeout = std::time::Duration::from_secs(1);
+    let mut n = node_with(cfg, 1);
+    // The runtime is slow to close: the close stays pending.
+    let c = mpreg_proto::ConnId(77);
+    n.handle_accepted(Time::ZERO, c);
+    n.0.drain();
+    n.handle_timeout(Time::from_secs(2));
+    assert!(n.connections().any(|v| v.id == c && v.closing));
+    let peer = Addr::new("sim://2");
+    let hello = frame(&hello(NodeId::from_u128(2), &peer, 1));
+    let _ = n.0.node.handle_frame(Time::from_secs(2), c, &hello);
+    n.handle_dialed(Time::from_secs(2), &peer, c);
+    let v = n.connections().find(|v| v.id == c).unwrap();
+    assert!(!v.primary && v.addr != peer, "{v:?}");
+    // Nothing went out on it after its close.
+    let mut after_close = false;
+    while let Some(o) = n.0.node.poll_order() {
+        match o {
+            mpreg_proto::Order::Close(x) if x == c => after_close = true,
+            mpreg_proto::Order::Send(t) if t.conn == c => {
+                assert!(!after_close, "a frame on a closing connection")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// node_inputs: a `Stopped` node still took commands — `import` refuted
+/// its own `Left` record back to `Alive`, and a call stayed pending for
+/// ever — because guards tested `status == Left`.
+#[test]
+fn a_stopped_node_takes_no_commands() {
+    let mut n = node(1);
+    n.0.node.leave(Time::ZERO);
+    n.0.drain();
+    assert!(n.0.stopped);
+    let me = n.id();
+    let own = record(me, &n.addr().clone(), 1, MemberState::Suspect);
+    n.import(Time::ZERO, &[wire::Update::Member(own)]);
+    assert_eq!(n.member_state(&me), Some(MemberState::Left));
+    assert_eq!(n.incarnation(), 1);
+    assert!(n.call(Time::ZERO, mpreg_proto::Call::new("f")).is_err());
+    assert_eq!(n.pending_calls(), 0);
+    n.join(Time::ZERO, [Addr::new("sim://2")]);
+    let _ = transmits(&mut n);
+    assert!(n.0.dials.is_empty());
 }

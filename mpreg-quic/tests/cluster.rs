@@ -2,26 +2,17 @@
 //! one included), pinned and CA-verified certificates, a refused pin.
 
 use mpreg_quic::{QuicConfig, QuicTransport};
-use mpreg_tokio::{Client, MemberState, Node, Settings};
-use std::time::{Duration, Instant};
+use mpreg_testkit::alive_count as alive;
+use mpreg_tokio::{Client, Settings};
+use std::time::Duration;
 
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
+/// The quic tests name what they wait for first.
+async fn eventually<F, Fut>(what: &str, limit: Duration, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn alive(n: &Node) -> usize {
-    n.members()
-        .await
-        .map(|ms| ms.iter().filter(|m| m.state == MemberState::Alive).count())
-        .unwrap_or(0)
+    mpreg_testkit::eventually(limit, what, f).await;
 }
 
 #[tokio::test]

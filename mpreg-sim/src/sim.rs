@@ -287,7 +287,7 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 impl Sim {
     /// A simulator with no nodes; `seed` determines everything.
     pub fn new(seed: u64) -> Sim {
-        let sim = Sim {
+        Sim {
             now: Time::ZERO,
             seed,
             rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, u64::MAX)),
@@ -309,8 +309,7 @@ impl Sim {
             stats: NetStats::default(),
             tally: Tally::default(),
             processed: 0,
-        };
-        sim
+        }
     }
 
     /// The seed.
@@ -902,7 +901,10 @@ impl Sim {
         };
         self.stats.frames += 1;
         self.stats.bytes += t.frame.len() as u64;
-        let to = self.conns.get(&g).map_or(u32::MAX, |c| other_end(c, from).0);
+        let to = self
+            .conns
+            .get(&g)
+            .map_or(u32::MAX, |c| other_end(c, from).0);
         let mut h = std::hash::DefaultHasher::new();
         (self.stats.trace, self.now, from, to, &t.frame[..]).hash(&mut h);
         self.stats.trace = h.finish();
@@ -1190,7 +1192,11 @@ impl Sim {
                 // answers the close: the closer learns one trip later, after
                 // whatever the receiver had sent.
                 let unsent = !c.dir[1 - d].held.is_empty();
-                let how = if unsent { Closed::Unsent } else { Closed::Clean };
+                let how = if unsent {
+                    Closed::Unsent
+                } else {
+                    Closed::Clean
+                };
                 if let Some(c) = self.conns.get_mut(&g) {
                     c.dir[1 - d].held.clear();
                 }
@@ -1205,5 +1211,9 @@ impl Sim {
 
 /// The end of `c` that is not node `me`.
 fn other_end(c: &Conn, me: u32) -> (u32, ConnId) {
-    if c.ends[0].0 == me { c.ends[1] } else { c.ends[0] }
+    if c.ends[0].0 == me {
+        c.ends[1]
+    } else {
+        c.ends[0]
+    }
 }

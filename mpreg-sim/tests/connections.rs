@@ -50,7 +50,11 @@ fn simultaneous_dials_settle_on_one_connection_per_pair() {
             sim.join(i, &others);
         }
         let pairs = n * (n - 1) / 2;
-        assert_eq!(sim.log.dials.len(), 2 * pairs, "both ends of every pair dialled");
+        assert_eq!(
+            sim.log.dials.len(),
+            2 * pairs,
+            "both ends of every pair dialled"
+        );
         within(&mut sim, Duration::from_secs(10), |s| converged(s, &nodes)).expect("converged");
         let doubled = (0..n)
             .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
@@ -68,7 +72,10 @@ fn simultaneous_dials_settle_on_one_connection_per_pair() {
                 assert_eq!(open_to(&sim, i, j), open_to(&sim, j, i));
             }
         }
-        assert!(doubled > 0, "seed {seed}: no pair ever held two connections");
+        assert!(
+            doubled > 0,
+            "seed {seed}: no pair ever held two connections"
+        );
     });
 }
 
@@ -108,16 +115,27 @@ fn a_refused_dial_backs_off_with_jitter_and_detection_stays_within_the_bound() {
             let floor = cfg.connections.backoff_min / 2;
             for w in times.windows(2) {
                 let gap = w[1].saturating_since(w[0]);
-                assert!(gap >= floor, "seed {seed}: node {i} redialled after {gap:?}");
+                assert!(
+                    gap >= floor,
+                    "seed {seed}: node {i} redialled after {gap:?}"
+                );
                 gaps.push(gap);
             }
-            assert!(times.len() <= 12, "seed {seed}: node {i} dialled {} times", times.len());
+            assert!(
+                times.len() <= 12,
+                "seed {seed}: node {i} dialled {} times",
+                times.len()
+            );
         }
     });
     // Jitter: the waits differ (equal jitter draws from half of each wait).
     gaps.sort();
     gaps.dedup();
-    assert!(gaps.len() >= 10, "only {} distinct waits between dials", gaps.len());
+    assert!(
+        gaps.len() >= 10,
+        "only {} distinct waits between dials",
+        gaps.len()
+    );
 }
 
 #[test]
@@ -139,7 +157,10 @@ fn a_connection_nobody_keeps_closes_once_idle() {
             .iter()
             .flat_map(|a| nodes.iter().map(move |b| (*a, *b)))
             .find(|&(a, b)| {
-                a != b && sim.connections_between(a, b) == 0 && !kept(&sim, a, b) && !kept(&sim, b, a)
+                a != b
+                    && sim.connections_between(a, b) == 0
+                    && !kept(&sim, a, b)
+                    && !kept(&sim, b, a)
             })
             .expect("24 nodes with views of about six leave pairs unconnected");
         sim.register(b, FunctionSpec::new("f"));
@@ -148,14 +169,23 @@ fn a_connection_nobody_keeps_closes_once_idle() {
         })
         .expect("propagated");
         sim.call(a, Call::new("f")).unwrap();
-        within(&mut sim, Duration::from_secs(1), |s| !s.log.calls.is_empty()).expect("answered");
-        assert!(sim.connections_between(a, b) >= 1, "the call opened a connection");
+        within(&mut sim, Duration::from_secs(1), |s| {
+            !s.log.calls.is_empty()
+        })
+        .expect("answered");
+        assert!(
+            sim.connections_between(a, b) >= 1,
+            "the call opened a connection"
+        );
         let closed = within(&mut sim, Duration::from_secs(5), |s| {
             s.connections_between(a, b) == 0 || kept(s, a, b) || kept(s, b, a)
         })
         .unwrap_or_else(|| panic!("seed {seed}: the idle connection stayed open"));
         if sim.connections_between(a, b) == 0 {
-            assert!(closed >= cfg.connections.idle_timeout, "closed after {closed:?}");
+            assert!(
+                closed >= cfg.connections.idle_timeout,
+                "closed after {closed:?}"
+            );
         }
     });
 }
@@ -184,7 +214,10 @@ fn a_node_restarted_at_the_same_address_is_rekeyed() {
             others.iter().any(|i| {
                 let n = s.node(*i).unwrap();
                 let to = n.connections().filter(|c| c.addr == *s.addr(r));
-                to.map(|c| c.incarnation).collect::<std::collections::BTreeSet<_>>().len() == 2
+                to.map(|c| c.incarnation)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+                    == 2
             })
         });
         rekeyed += usize::from(both.is_some());
@@ -206,7 +239,10 @@ fn a_node_restarted_at_the_same_address_is_rekeyed() {
                 .collect();
             assert!(to.len() <= 1);
             for c in to {
-                assert_eq!(c.incarnation, 2, "seed {seed}: node {i} still talks to the old process");
+                assert_eq!(
+                    c.incarnation, 2,
+                    "seed {seed}: node {i} still talks to the old process"
+                );
             }
             let n = sim.node(i).unwrap();
             assert_eq!(n.member_state(&id), Some(MemberState::Alive));
@@ -214,11 +250,20 @@ fn a_node_restarted_at_the_same_address_is_rekeyed() {
         for &i in &others {
             sim.call(i, Call::new("after-restart")).unwrap();
         }
-        within(&mut sim, Duration::from_secs(2), |s| s.log.calls.len() == others.len())
-            .expect("every call answered");
-        assert!(sim.log.calls.iter().all(|c| c.result.is_ok()), "{:?}", sim.log.calls);
+        within(&mut sim, Duration::from_secs(2), |s| {
+            s.log.calls.len() == others.len()
+        })
+        .expect("every call answered");
+        assert!(
+            sim.log.calls.iter().all(|c| c.result.is_ok()),
+            "{:?}",
+            sim.log.calls
+        );
     });
-    eprintln!("re-keyed from the old connection in {rekeyed} of {} seeds", SEEDS.count());
+    eprintln!(
+        "re-keyed from the old connection in {rekeyed} of {} seeds",
+        SEEDS.count()
+    );
     assert!(rekeyed > 0, "no seed exercised the re-key");
 }
 
@@ -253,9 +298,11 @@ fn a_leave_drains_flushes_and_closes_with_running_calls_finished() {
         assert_eq!(sim.node(leaver).unwrap().running_invocations(), 8);
         sim.leave(leaver);
         // Draining: functions withdrawn, handlers still running.
-        assert_eq!(sim.node(leaver).unwrap().status(), mpreg_proto::Status::Draining);
-        within(&mut sim, Duration::from_secs(3), |s| !s.is_up(leaver))
-            .expect("the leaver stopped");
+        assert_eq!(
+            sim.node(leaver).unwrap().status(),
+            mpreg_proto::Status::Draining
+        );
+        within(&mut sim, Duration::from_secs(3), |s| !s.is_up(leaver)).expect("the leaver stopped");
         // Every running call was answered by the leaver before it closed.
         assert_eq!(sim.log.calls.len(), 8);
         for c in &sim.log.calls {
@@ -335,15 +382,20 @@ fn a_graceful_leave_under_load_loses_no_outcome() {
             }
             sim.run_for(Duration::from_millis(1));
         }
-        within(&mut sim, Duration::from_secs(5), |s| s.log.calls.len() == started)
-            .expect("every call finished");
+        within(&mut sim, Duration::from_secs(5), |s| {
+            s.log.calls.len() == started
+        })
+        .expect("every call finished");
         let unknown = sim
             .log
             .calls
             .iter()
             .filter(|c| c.result == Err(CallError::OutcomeUnknown))
             .count();
-        assert_eq!(unknown, 0, "seed {seed}: {unknown} OutcomeUnknown of {started}");
+        assert_eq!(
+            unknown, 0,
+            "seed {seed}: {unknown} OutcomeUnknown of {started}"
+        );
         let failed: Vec<_> = sim.log.calls.iter().filter(|c| c.result.is_err()).collect();
         assert!(failed.is_empty(), "seed {seed}: {failed:?}");
         // Each call ran exactly once.
@@ -352,7 +404,10 @@ fn a_graceful_leave_under_load_loses_no_outcome() {
             *runs.entry(i.call).or_default() += 1;
         }
         assert!(runs.values().all(|n| *n == 1), "a call ran twice");
-        assert!(ran_on_leaver > 0 && started >= 3 * in_flight, "the load reached the leaver");
+        assert!(
+            ran_on_leaver > 0 && started >= 3 * in_flight,
+            "the load reached the leaver"
+        );
         assert!(!sim.is_up(2));
         let _: Option<&Node> = sim.node(0);
     });

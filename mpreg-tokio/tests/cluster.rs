@@ -1,42 +1,9 @@
 //! Real nodes over loopback WebSockets, in one process. Every wait polls an
 //! observable condition with a deadline.
 
-use mpreg_tokio::{CallError, Client, Event, FunctionSpec, MemberState, Node, NodeId, Settings};
-use std::future::Future;
+use mpreg_testkit::{alive_count, eventually, state_of};
+use mpreg_tokio::{CallError, Client, Event, FunctionSpec, MemberState, Node, Settings};
 use std::time::{Duration, Instant};
-
-async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn state_of(n: &Node, id: NodeId) -> Option<MemberState> {
-    n.members()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|m| m.id == id)
-        .map(|m| m.state)
-}
-
-async fn alive_count(n: &Node) -> usize {
-    n.members().await.map_or(0, |ms| {
-        ms.iter().filter(|m| m.state == MemberState::Alive).count()
-    })
-}
 
 /// Starts `n` nodes seeded as a chain (node i through node i-1).
 async fn chain(n: usize, settings: impl Fn(usize) -> Settings) -> Vec<Node> {

@@ -2,25 +2,10 @@
 //! bridged A — B — C, configured from TOML, with a call from A served in C.
 //! Every wait polls an observable condition with a deadline.
 
+use mpreg_testkit::eventually;
 use mpreg_tokio::config::Layer;
 use mpreg_tokio::{CallError, Client, FunctionSpec, MemberState, Node, Settings};
-use std::future::Future;
-use std::time::{Duration, Instant};
-
-async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use std::time::Duration;
 
 /// A node on a free loopback port from a TOML document.
 async fn start(toml: &str) -> Node {

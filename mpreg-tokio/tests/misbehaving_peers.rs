@@ -7,22 +7,10 @@ use futures_util::{SinkExt, StreamExt};
 use mpreg_proto::chunk::chunks;
 use mpreg_proto::wire::{Query, QueryAnswer};
 use mpreg_proto::{Call, ClientConn, ClientEvent, TrafficClass};
+use mpreg_testkit::eventually;
 use mpreg_tokio::{Event, FunctionSpec, Node, Settings};
-use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn pair(a: Settings) -> (Node, Node) {
     let a = Node::start(a).await.unwrap();

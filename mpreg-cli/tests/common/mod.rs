@@ -1,10 +1,10 @@
 //! Helpers for tests that run `mpreg` processes on loopback.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use mpreg_tokio::{Client, MemberState, NodeId};
+pub use mpreg_testkit::{alive_count as alive, eventually, state_of};
+use mpreg_tokio::NodeId;
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -123,39 +123,6 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("mpreg runs")
-}
-
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub async fn state_of(c: &Client, id: NodeId) -> Option<MemberState> {
-    c.members()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|m| m.id == id)
-        .map(|m| m.state)
-}
-
-pub async fn alive(c: &Client) -> usize {
-    c.members().await.map_or(0, |ms| {
-        ms.iter().filter(|m| m.state == MemberState::Alive).count()
-    })
 }
 
 /// A port that was free a moment ago.

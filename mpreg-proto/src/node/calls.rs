@@ -310,7 +310,7 @@ impl Node {
         call: Call,
         origin: Origin,
     ) -> Result<CallId, CallError> {
-        if self.status == Status::Left {
+        if self.status >= Status::Left {
             return Err(CallError::Rejected("this node left the cluster".into()));
         }
         if self.calls.pending.len() >= self.cfg.limits.max_pending_calls {
@@ -995,7 +995,7 @@ impl Node {
             }
             return;
         }
-        let refuse = if self.status == Status::Left {
+        let refuse = if self.status >= Status::Left {
             Some(CallError::Rejected("the node has left".into()))
         } else if self.status == Status::Draining {
             // Not run here: the caller may go elsewhere.

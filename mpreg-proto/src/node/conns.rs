@@ -282,8 +282,8 @@ impl Node {
         self.conns.backoff.remove(addr);
         if let Some(c) = self.conns.map.get(&id) {
             // A connectionless transport answered with the connection it
-            // already has to that address.
-            if unnamed(&c.key) {
+            // already has to that address (not one this node is closing).
+            if unnamed(&c.key) && c.closing.is_none() {
                 self.rekey(now, id, addr.clone());
             }
         } else {
@@ -579,7 +579,8 @@ impl Node {
     /// A `Hello`: learn who is on this connection and which version to use;
     /// key it by the peer's address from now on.
     pub(super) fn on_hello(&mut self, now: Time, id: ConnId, h: Hello) -> PeerHello {
-        let Some(c) = self.conns.map.get_mut(&id) else {
+        let Some(c) = self.conns.map.get_mut(&id).filter(|c| c.closing.is_none()) else {
+            // Gone, or closing: nothing more goes on it.
             return PeerHello {
                 node: h.node,
                 addr: Addr::default(),

@@ -70,6 +70,9 @@ impl Node {
     /// Opens a bridge to another cluster through seed addresses in it.
     /// Requires a policy that allows that cluster.
     pub fn bridge(&mut self, now: Time, bridge: BridgeConfig) -> Result<(), crate::ConfigError> {
+        if self.status != super::Status::Active {
+            return Ok(()); // leaving: no new bridges
+        }
         let f = &self.cfg.federation;
         if bridge.cluster == self.cfg.cluster_id || !f.policy.allows(&bridge.cluster) {
             return Err(crate::ConfigError::Range {

@@ -508,7 +508,7 @@ impl Node {
 
     /// Someone sent a record of this node. Refute anything but the truth.
     pub(super) fn on_self_record(&mut self, now: Time, rec: &MemberRecord) {
-        if self.status == Status::Left {
+        if self.status >= Status::Left {
             return;
         }
         let own = self.own_record(MemberState::Alive);

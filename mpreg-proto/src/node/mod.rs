@@ -673,6 +673,9 @@ impl Node {
     /// Joins the cluster through seed addresses. They are re-dialled
     /// whenever none of them is Alive.
     pub fn join(&mut self, now: Time, seeds: impl IntoIterator<Item = Addr>) {
+        if self.status != Status::Active {
+            return; // leaving: no new seeds
+        }
         for s in seeds {
             if s != self.addr && !self.seeds.iter().any(|(a, _)| *a == s) {
                 self.seeds.push((s, None));
@@ -785,6 +788,9 @@ impl Node {
     /// the usual reconciliation brings in whatever changed since. Records of
     /// this node itself are handled as usual (an older life is refuted).
     pub fn import(&mut self, now: Time, state: &[wire::Update]) {
+        if self.status == Status::Stopped {
+            return;
+        }
         // Restored state is not news: no member or function events (read
         // `members()` and `catalog()` afterwards).
         self.importing = true;
@@ -851,7 +857,7 @@ impl Node {
 
     /// Removes a function from this node. Returns whether it was registered.
     pub fn unregister(&mut self, now: Time, name: &str, version: &semver::Version) -> bool {
-        if self.status == Status::Left {
+        if self.status >= Status::Left {
             return false;
         }
         let done =
