@@ -94,12 +94,16 @@ impl CallSpec {
 
 /// What every registered function answers on node `i`: `n{i}:` followed
 /// by its arguments — so a caller sees who served it and that the bytes
-/// survived the round trip.
+/// survived the round trip. A function whose name starts with `slow`
+/// takes [`SLOW`] to answer.
 pub fn reply_of(node: usize, args: &[u8]) -> Bytes {
     let mut out = format!("n{node}:").into_bytes();
     out.extend_from_slice(args);
     Bytes::from(out)
 }
+
+/// How long a `slow…` function takes.
+pub const SLOW: Duration = Duration::from_millis(20);
 
 /// The protocol configuration every runtime runs the scenarios with (the
 /// edge-computing template's fast probing; identical for all).
@@ -146,6 +150,23 @@ pub trait Harness {
     fn local_health(&mut self, i: usize) -> u32;
     /// Node `i` stops at once, without leaving (its runtime is dropped).
     fn crash(&mut self, i: usize);
+    /// The protocol configuration of nodes started from now on.
+    fn set_config(&mut self, config: Config);
+    /// Node `i` joins through `seeds` now.
+    fn join(&mut self, i: usize, seeds: &[usize]);
+    /// Connections node `i` holds to node `j`'s address that are not
+    /// closing.
+    fn connections_to(&mut self, i: usize, j: usize) -> usize;
+    /// Node `i` is killed and started again at the same address (a new
+    /// process, joining the same seeds).
+    fn restart(&mut self, i: usize);
+    /// Makes the calls concurrently; once some run on node `leaver`, it
+    /// leaves. Waits for every outcome.
+    fn calls_while_leaving(
+        &mut self,
+        calls: &[CallSpec],
+        leaver: usize,
+    ) -> Vec<Result<Bytes, CallError>>;
     /// Node `i` leaves gracefully; returns once it has stopped.
     fn leave(&mut self, i: usize);
     /// Nodes in different groups can no longer reach each other (nodes in

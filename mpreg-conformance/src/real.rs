@@ -3,7 +3,7 @@
 //! [`TestTransport`].
 
 use crate::faults::{FaultNet, TestTransport};
-use crate::{CallSpec, Change, Harness, Seen, config, reply_of};
+use crate::{CallSpec, Change, Harness, SLOW, Seen, config, reply_of};
 use bytes::Bytes;
 use mpreg_proto::{CallError, Config, FunctionSpec, MemberState, Metrics, NodeId};
 use mpreg_tokio::transport::Transport;
@@ -17,6 +17,9 @@ pub struct RealHarness<T: Transport> {
     name: &'static str,
     rt: tokio::runtime::Runtime,
     make: Box<dyn FnMut() -> T>,
+    /// Each node's transport (a restart reuses it: same identity).
+    transports: Vec<T>,
+    seeds: Vec<Vec<usize>>,
     net: Arc<FaultNet>,
     config: Config,
     nodes: Vec<Option<Node>>,
@@ -47,6 +50,8 @@ impl<T: Transport> RealHarness<T> {
             name,
             rt,
             make: Box::new(make),
+            transports: Vec::new(),
+            seeds: Vec::new(),
             net: FaultNet::new(),
             config: config(),
             nodes: Vec::new(),
@@ -84,6 +89,29 @@ impl<T: Transport> RealHarness<T> {
     }
 }
 
+impl<T: Transport> RealHarness<T> {
+    /// Starts node `i` on `port` (0: any) over `inner`.
+    fn launch(&mut self, i: usize, inner: T, port: u16, newer: bool) -> Node {
+        let transport = TestTransport::new(inner, self.net.clone(), i, newer);
+        let mut s = Settings::local();
+        s.port = port;
+        s.name = format!("n{i}");
+        s.protocol = self.config.clone();
+        s.seeds = self.seeds[i]
+            .iter()
+            .filter_map(|j| self.nodes.get(*j).and_then(Option::as_ref))
+            .map(|n| n.addr().clone())
+            .collect();
+        s.protocol.connections.dial_timeout = Duration::from_secs(2);
+        let node = self
+            .rt
+            .block_on(Node::start_with(transport, s))
+            .unwrap_or_else(|e| panic!("{}: node {i} did not start: {e}", self.name));
+        self.net.add(i, node.addr());
+        node
+    }
+}
+
 impl<T: Transport> Drop for RealHarness<T> {
     fn drop(&mut self) {
         for n in self.nodes.iter().flatten() {
@@ -103,17 +131,10 @@ impl<T: Transport> Harness for RealHarness<T> {
 
     fn start(&mut self, seeds: &[usize], newer: bool) -> usize {
         let i = self.nodes.len();
-        let transport = TestTransport::new((self.make)(), self.net.clone(), i, newer);
-        let mut s = Settings::local();
-        s.name = format!("n{i}");
-        s.protocol = self.config.clone();
-        s.seeds = seeds.iter().map(|j| self.node(*j).addr().clone()).collect();
-        s.protocol.connections.dial_timeout = Duration::from_secs(2);
-        let node = self
-            .rt
-            .block_on(Node::start_with(transport, s))
-            .unwrap_or_else(|e| panic!("{}: node {i} did not start: {e}", self.name));
-        self.net.add(i, node.addr());
+        let inner = (self.make)();
+        self.transports.push(inner.clone());
+        self.seeds.push(seeds.to_vec());
+        let node = self.launch(i, inner, 0, newer);
         self.ids.push(node.id());
         self.events.push(Some(node.events()));
         self.nodes.push(Some(node));
@@ -130,14 +151,32 @@ impl<T: Transport> Harness for RealHarness<T> {
 
     fn register(&mut self, i: usize, name: &str, resources: &[&str]) {
         let spec = FunctionSpec::new(name).resources(resources.iter().copied());
-        let r = self.rt.block_on(
-            self.node(i)
-                .register_raw(spec, move |args| async move { Ok(reply_of(i, &args)) }),
-        );
+        let slow = name.starts_with("slow");
+        let r = self
+            .rt
+            .block_on(self.node(i).register_raw(spec, move |args| async move {
+                if slow {
+                    tokio::time::sleep(SLOW).await;
+                }
+                Ok(reply_of(i, &args))
+            }));
         r.unwrap_or_else(|e| panic!("register {name} on node {i}: {e}"));
     }
 
     fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>> {
+        self.calls_while_leaving(calls, usize::MAX)
+    }
+
+    fn calls_while_leaving(
+        &mut self,
+        calls: &[CallSpec],
+        leaver: usize,
+    ) -> Vec<Result<Bytes, CallError>> {
+        let leaving = (leaver != usize::MAX).then(|| {
+            self.collect();
+            self.events[leaver] = None;
+            self.nodes[leaver].take().expect("the leaver runs")
+        });
         let futures: Vec<_> = calls
             .iter()
             .map(|c| {
@@ -151,6 +190,16 @@ impl<T: Transport> Harness for RealHarness<T> {
                 .into_iter()
                 .map(|c| tokio::spawn(c.into_future()))
                 .collect();
+            if let Some(n) = leaving {
+                // Once calls run there, it leaves.
+                let started = Instant::now();
+                while n.stats().await.map_or(0, |s| s.running_invocations) == 0
+                    && started.elapsed() < Duration::from_secs(5)
+                {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                n.leave().await;
+            }
             let mut out = Vec::with_capacity(handles.len());
             for h in handles {
                 out.push(match h.await {
@@ -205,6 +254,34 @@ impl<T: Transport> Harness for RealHarness<T> {
             self.rt.block_on(n.leave());
         }
         self.events[i] = None;
+    }
+
+    fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    fn join(&mut self, i: usize, seeds: &[usize]) {
+        let addrs = seeds.iter().map(|j| self.node(*j).addr().clone()).collect();
+        self.seeds[i].extend_from_slice(seeds);
+        let _ = self.rt.block_on(self.node(i).join(addrs));
+    }
+
+    fn connections_to(&mut self, i: usize, j: usize) -> usize {
+        let to = self.node(j).addr().clone();
+        self.rt
+            .block_on(self.node(i).connections())
+            .map_or(0, |cs| {
+                cs.iter().filter(|c| c.addr == to && !c.closing).count()
+            })
+    }
+
+    fn restart(&mut self, i: usize) {
+        let port = self.node(i).addr().url().map_or(0, |u| u.port);
+        self.crash(i);
+        let node = self.launch(i, self.transports[i].clone(), port, false);
+        self.ids[i] = node.id();
+        self.events[i] = Some(node.events());
+        self.nodes[i] = Some(node);
     }
 
     fn partition(&mut self, groups: &[&[usize]]) {

@@ -5,8 +5,9 @@
 //!
 //! [`run_all`] runs them in order on one 5-node cluster — join,
 //! propagation, calls, routing, large calls, over the limit, leave, crash
-//! — then the partition and the mixed-version scenarios on fresh
-//! clusters.
+//! — then the partition, the mixed-version and the connection scenarios
+//! (simultaneous dials, idle close, restart at the same address, a leave
+//! under load) on fresh clusters.
 
 use crate::{CallSpec, Change, Harness, reply_of};
 use bytes::Bytes;
@@ -143,7 +144,7 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) -> Report {
     let mut steps = Vec::new();
     let mut runtime = "";
     type Scenario<H> = (&'static str, fn(&mut H) -> (Duration, String));
-    let clusters: [&[Scenario<H>]; 3] = [
+    let clusters: [&[Scenario<H>]; 4] = [
         &[
             ("join", join),
             ("propagation", propagation),
@@ -156,6 +157,12 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) -> Report {
         ],
         &[("partition 3+2 and heal", partition_and_heal)],
         &[("mixed versions", mixed_versions)],
+        &[
+            ("simultaneous dials", simultaneous_dials),
+            ("idle close", idle_close),
+            ("restart, same address", restart_at_the_same_address),
+            ("leave under load", leave_under_load),
+        ],
     ];
     for scenarios in clusters {
         let mut h = fresh();
@@ -513,12 +520,26 @@ pub fn crash<H: Harness>(h: &mut H) -> (Duration, String) {
         [0, 1, 2, 3].iter().all(|&i| h.local_health(i) == 0)
     });
     let t = h.now();
+    let failures =
+        |h: &mut H| -> Vec<u64> { others.iter().map(|&i| h.metrics(i).dial_failures).collect() };
+    let failed_before = failures(h);
     h.crash(3);
     within(h, bound + Duration::from_secs(2), "Dead everywhere", |h| {
         others
             .iter()
             .all(|&i| state_of(h, i, id) == Some(MemberState::Dead))
     });
+    // Refused dials back off (from 50-100 ms, doubling): a handful each,
+    // never a storm.
+    for (k, (a, b)) in failures(h).iter().zip(&failed_before).enumerate() {
+        assert!(
+            a - b <= 12,
+            "{}: node {} failed {} dials to the crashed node",
+            h.name(),
+            others[k],
+            a - b
+        );
+    }
     let changes = h.changes();
     let took = others
         .iter()
@@ -601,5 +622,178 @@ pub fn mixed_versions<H: Harness>(h: &mut H) -> (Duration, String) {
     (
         took,
         format!("to full membership; {skipped} unknown-kind frames skipped"),
+    )
+}
+
+// ----- connections ---------------------------------------------------------
+
+/// The configuration of the connection scenarios' cluster: views of at
+/// most two peers (so some pairs keep no connection) and a short idle
+/// timeout.
+fn small_views<H: Harness>(h: &H) -> mpreg_proto::Config {
+    let mut c = h.config().clone();
+    c.overlay.active_view_min = 1;
+    c.overlay.active_view_max = 2;
+    c.overlay.active_view_extra = 0;
+    c.overlay.active_view_slack = 0;
+    c.connections.idle_timeout = Duration::from_secs(1);
+    c
+}
+
+/// Five nodes started alone join each other all at once: every pair dials
+/// both ways. Once converged, every pair holds at most one connection, the
+/// same one at both ends.
+pub fn simultaneous_dials<H: Harness>(h: &mut H) -> (Duration, String) {
+    let cfg = small_views(h);
+    h.set_config(cfg);
+    for _ in 0..N {
+        h.start(&[], false);
+    }
+    for i in 0..N {
+        let others: Vec<usize> = (0..N).filter(|j| *j != i).collect();
+        h.join(i, &others);
+    }
+    let took = within(h, Duration::from_secs(10), "full membership", |h| {
+        converged(h, &all(N))
+    });
+    within(h, Duration::from_secs(5), "one connection per pair", |h| {
+        (0..N).all(|i| {
+            (i + 1..N).all(|j| {
+                let (a, b) = (h.connections_to(i, j), h.connections_to(j, i));
+                a <= 1 && a == b
+            })
+        })
+    });
+    (
+        took,
+        "to full membership, then one connection per pair".into(),
+    )
+}
+
+/// A call between two nodes that keep no connection to each other opens
+/// one; it closes once idle.
+pub fn idle_close<H: Harness>(h: &mut H) -> (Duration, String) {
+    // Pairs outside each other's views close what the joins opened.
+    let unconnected = |h: &mut H| {
+        (0..N)
+            .flat_map(|a| (0..N).map(move |b| (a, b)))
+            .find(|&(a, b)| a != b && h.connections_to(a, b) == 0 && h.connections_to(b, a) == 0)
+    };
+    within(
+        h,
+        Duration::from_secs(5),
+        "a pair without a connection",
+        |h| unconnected(h).is_some(),
+    );
+    let (a, b) = unconnected(h).unwrap_or_default();
+    let res = format!("idle-r{b}");
+    h.register(b, "idle.fn", &[&res]);
+    let bid = h.id(b);
+    within(
+        h,
+        Duration::from_secs(5),
+        "the function at the caller",
+        |h| h.providers(a, "idle.fn").contains(&bid),
+    );
+    let closed =
+        |h: &mut H| h.metrics(a).connections_idle_closed + h.metrics(b).connections_idle_closed;
+    let before = closed(h);
+    let r = h.calls(&[CallSpec::new(a, "idle.fn").locs(&[&res]).args("i")]);
+    assert_eq!(
+        ok_from(h, &r[0], "a call to an unconnected node"),
+        reply_of(b, b"i")
+    );
+    let idle = h.config().connections.idle_timeout;
+    let took = within(h, idle * 4, "the idle connection closed", |h| {
+        closed(h) > before
+    });
+    (took, format!("until idle-closed (idle timeout {idle:?})"))
+}
+
+/// Node 4 is killed and started again at the same address: every node
+/// takes the new process in, holds at most one connection to that address,
+/// and reaches its functions.
+pub fn restart_at_the_same_address<H: Harness>(h: &mut H) -> (Duration, String) {
+    let r = N - 1;
+    h.restart(r);
+    let id = h.id(r);
+    let others: Vec<usize> = (0..N - 1).collect();
+    let took = within(
+        h,
+        Duration::from_secs(10),
+        "the new process everywhere",
+        |h| {
+            others
+                .iter()
+                .all(|&i| state_of(h, i, id) == Some(MemberState::Alive))
+        },
+    );
+    h.register(r, "restarted.fn", &["restarted"]);
+    within(h, Duration::from_secs(5), "its function everywhere", |h| {
+        others
+            .iter()
+            .all(|&i| h.providers(i, "restarted.fn").contains(&id))
+    });
+    let calls: Vec<CallSpec> = others
+        .iter()
+        .map(|&i| {
+            CallSpec::new(i, "restarted.fn")
+                .locs(&["restarted"])
+                .args("x")
+        })
+        .collect();
+    for r_ in h.calls(&calls) {
+        assert_eq!(
+            ok_from(h, &r_, "a call to the restarted node"),
+            reply_of(r, b"x")
+        );
+    }
+    within(
+        h,
+        Duration::from_secs(5),
+        "one connection to it each",
+        |h| others.iter().all(|&i| h.connections_to(i, r) <= 1),
+    );
+    (took, "until the new process is Alive everywhere".into())
+}
+
+/// Three nodes serve a function that must not run twice; 48 calls from
+/// node 0 are in flight when node 2 leaves. Calls it accepted are answered
+/// before it closes, calls that reach it while it drains are refused as not
+/// run and go elsewhere: every call succeeds, none is `OutcomeUnknown`.
+pub fn leave_under_load<H: Harness>(h: &mut H) -> (Duration, String) {
+    for p in [1, 2, 3] {
+        h.register(p, "slow.write", &["w"]);
+    }
+    let ids: Vec<NodeId> = [1, 2, 3].iter().map(|p| h.id(*p)).collect();
+    within(
+        h,
+        Duration::from_secs(5),
+        "three providers at the caller",
+        |h| {
+            let p = h.providers(0, "slow.write");
+            ids.iter().all(|id| p.contains(id))
+        },
+    );
+    let calls: Vec<CallSpec> = (0..48)
+        .map(|k| {
+            CallSpec::new(0, "slow.write")
+                .locs(&["w"])
+                .args(format!("{k}"))
+        })
+        .collect();
+    let t = h.now();
+    let results = h.calls_while_leaving(&calls, 2);
+    let took = h.now().saturating_sub(t);
+    let mut by_leaver = 0;
+    for (k, r) in results.iter().enumerate() {
+        let got = ok_from(h, r, &format!("call {k} while a provider left"));
+        assert!(got.ends_with(k.to_string().as_bytes()));
+        by_leaver += usize::from(got.starts_with(b"n2:"));
+    }
+    assert!(by_leaver > 0, "{}: the leaver served no call", h.name());
+    (
+        took,
+        format!("48 calls, {by_leaver} answered by the leaver, none lost"),
     )
 }

@@ -1,7 +1,7 @@
 //! The simulator as a [`Harness`]: virtual time, stream links.
 
 use crate::faults::{new_kind_frame, newer_hello};
-use crate::{CallSpec, Change, Harness, Seen, config, reply_of};
+use crate::{CallSpec, Change, Harness, SLOW, Seen, config, reply_of};
 use bytes::Bytes;
 use mpreg_proto::{
     Call, CallError, Config, Event, FunctionSpec, MemberState, Metrics, NodeId, Time, Transmit,
@@ -22,7 +22,12 @@ impl SimHarness {
     pub fn new(seed: u64) -> SimHarness {
         let mut sim = Sim::new(seed);
         sim.set_handler(Box::new(|i, inv| {
-            (Duration::ZERO, Ok(reply_of(i, &inv.args)))
+            let took = if inv.function.starts_with("slow") {
+                SLOW
+            } else {
+                Duration::ZERO
+            };
+            (took, Ok(reply_of(i, &inv.args)))
         }));
         SimHarness {
             sim,
@@ -125,6 +130,14 @@ impl Harness for SimHarness {
     }
 
     fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>> {
+        self.calls_while_leaving(calls, usize::MAX)
+    }
+
+    fn calls_while_leaving(
+        &mut self,
+        calls: &[CallSpec],
+        leaver: usize,
+    ) -> Vec<Result<Bytes, CallError>> {
         let started: Vec<Result<_, CallError>> = calls
             .iter()
             .map(|c| {
@@ -139,6 +152,12 @@ impl Harness for SimHarness {
             .filter_map(|r| r.as_ref().ok().copied())
             .collect();
         let limit = self.sim.now() + self.config.calls.default_timeout + Duration::from_secs(5);
+        if leaver != usize::MAX {
+            let running = |s: &Sim| s.node(leaver).is_some_and(|n| n.running_invocations() > 0);
+            self.sim
+                .run_until_true(limit, Duration::from_micros(100), running);
+            self.leave(leaver);
+        }
         let done = |s: &Sim| {
             ids.iter()
                 .all(|id| s.log.calls.iter().any(|c| c.call == *id))
@@ -191,11 +210,37 @@ impl Harness for SimHarness {
     }
 
     fn leave(&mut self, i: usize) {
+        // As every runtime: drain, say Left, close, stop.
         self.sim.leave(i);
-        // The runtime flushes its goodbye, then stops.
-        self.sim.run_for(Duration::from_millis(200));
+        let c = &self.config.leave;
+        let limit = self.sim.now() + c.grace + c.flush_timeout;
+        self.sim
+            .run_until_true(limit, Duration::from_millis(1), |s| !s.is_up(i));
         self.sim.kill(i);
         self.up[i] = false;
+    }
+
+    fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    fn join(&mut self, i: usize, seeds: &[usize]) {
+        self.sim.join(i, seeds);
+    }
+
+    fn connections_to(&mut self, i: usize, j: usize) -> usize {
+        let to = self.sim.addr(j).clone();
+        self.sim.node(i).map_or(0, |n| {
+            n.connections()
+                .filter(|c| c.addr == to && !c.closing)
+                .count()
+        })
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.sim.kill(i);
+        self.sim.restart(i, false);
+        self.up[i] = true;
     }
 
     fn partition(&mut self, groups: &[&[usize]]) {

@@ -143,6 +143,13 @@ impl Transport for QuicTransport {
 
     async fn bind(&self, host: &str, port: u16) -> io::Result<QuicListener> {
         let at = resolve(host, port).await?;
+        // A transport that binds again (a node restarted with the same
+        // identity) lets go of its previous endpoint and socket first.
+        let old = self.slot().take();
+        if let Some(old) = old {
+            old.close(0u32.into(), b"rebound");
+            let _ = tokio::time::timeout(Duration::from_secs(1), old.wait_idle()).await;
+        }
         let endpoint = quinn::Endpoint::server(self.inner.tls.server.clone(), at)?;
         *self.slot() = Some(endpoint.clone());
         Ok(QuicListener(endpoint))

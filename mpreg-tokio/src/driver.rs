@@ -71,6 +71,9 @@ pub(crate) enum Command {
     Metrics {
         reply: oneshot::Sender<mpreg_proto::Metrics>,
     },
+    Connections {
+        reply: oneshot::Sender<Vec<mpreg_proto::ConnView>>,
+    },
     Leave {
         reply: oneshot::Sender<()>,
     },
@@ -538,6 +541,9 @@ impl<T: Transport> Driver<T> {
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.core.metrics().clone());
+            }
+            Command::Connections { reply } => {
+                let _ = reply.send(self.core.connections().collect());
             }
             Command::Leave { reply } => {
                 tracing::debug!(connections = self.conns.len(), "leaving");

@@ -78,7 +78,7 @@ pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 
 pub use mpreg_proto::{
-    Addr, BridgeConfig, CallError, Event, FunctionSpec, MemberState, MemberView, Metrics, NodeId,
-    Policy, RegisterError,
+    Addr, BridgeConfig, CallError, ConnView, Event, FunctionSpec, MemberState, MemberView, Metrics,
+    NodeId, Policy, RegisterError,
 };
 pub use semver::{Version, VersionReq};

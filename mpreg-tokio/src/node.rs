@@ -456,6 +456,12 @@ impl Node {
         self.ask(|reply| Command::Metrics { reply }).await
     }
 
+    /// The connections the core holds, with their peers and whether it
+    /// keeps them.
+    pub async fn connections(&self) -> Result<Vec<mpreg_proto::ConnView>, Stopped> {
+        self.ask(|reply| Command::Connections { reply }).await
+    }
+
     /// Adds seeds to join through.
     pub async fn join(&self, seeds: Vec<Addr>) -> Result<(), Stopped> {
         self.inner
