@@ -9,6 +9,10 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")"
 secs="${FUZZ_SECONDS:-60}"
+# Logs go to a directory of their own: with CARGO_TARGET_DIR set elsewhere
+# (as many users have it), fuzz/target/ does not exist.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
@@ -16,9 +20,9 @@ fi
 cargo fuzz --version
 
 cargo fmt --check
-# In the workspace's target directory: the dependencies it shares with the
-# workspace are already checked there (CI ran the workspace's clippy).
-CARGO_TARGET_DIR=../target cargo clippy --all-targets --locked -- -D warnings
+# In the workspace's target directory (unless the user chose one): the
+# dependencies it shares with the workspace are already checked there.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-../target}" cargo clippy --all-targets --locked -- -D warnings
 cargo fuzz build -s none
 
 targets=$(cargo fuzz list)
@@ -31,7 +35,7 @@ for t in $targets; do
   fi
   echo "--- $t: ${secs}s"
   mkdir -p "corpus/$t"
-  log="target/fuzz-$t.log"
+  log="$logs/fuzz-$t.log"
   if ! cargo fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
     grep -v -E '^#[0-9]+ ' "$log" | tail -60
