@@ -287,6 +287,8 @@ pub struct Net {
     pub events: Vec<(usize, Event)>,
     /// Every handler started, with its node.
     pub invocations: Vec<(usize, Invocation)>,
+    /// Every handler cancelled, with its node.
+    pub cancelled: Vec<(usize, InvocationId)>,
 }
 
 impl std::fmt::Debug for Net {
@@ -314,6 +316,7 @@ impl Net {
             handler: Box::new(|_, inv| (Duration::ZERO, Ok(inv.args.clone()))),
             events: Vec::new(),
             invocations: Vec::new(),
+            cancelled: Vec::new(),
         };
         for i in 0..n {
             let mut c = cfg(i);
@@ -324,6 +327,30 @@ impl Net {
             net.drain(i);
         }
         net
+    }
+
+    /// `n` nodes joined as a chain (node i through node i − 1), run until
+    /// every node sees every other Alive (panics after ten seconds).
+    pub fn joined(n: usize, cfg: impl FnMut(usize) -> Config) -> Net {
+        let mut net = Net::new(n, cfg);
+        for i in 1..n {
+            net.join(i, i - 1);
+        }
+        net.run_until_true(Duration::from_secs(10), |net| net.converged())
+            .unwrap_or_else(|| panic!("{n} nodes did not converge"));
+        net
+    }
+
+    /// Whether every running node sees exactly the running nodes, all
+    /// Alive.
+    pub fn converged(&self) -> bool {
+        let up: Vec<NodeId> = self.nodes.iter().flatten().map(Node::id).collect();
+        self.nodes.iter().flatten().all(|n| {
+            n.live_members() == up.len()
+                && up
+                    .iter()
+                    .all(|id| n.member_state(id) == Some(crate::MemberState::Alive))
+        })
     }
 
     /// Sets what handlers do (default: echo the arguments at once).
@@ -456,7 +483,7 @@ impl Net {
                     },
                 );
             }
-            Order::Cancel(_) => {}
+            Order::Cancel(inv) => self.cancelled.push((i, inv)),
             Order::Stop => self.nodes[i] = None,
         }
     }

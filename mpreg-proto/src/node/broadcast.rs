@@ -677,3 +677,37 @@ impl Node {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Net;
+    use crate::{Config, Event, FunctionSpec};
+    use std::time::Duration;
+
+    #[test]
+    fn an_update_reaches_every_node_once_with_at_most_two_copies_per_node() {
+        let n = 16;
+        let mut net = Net::joined(n, |_| Config::default());
+        net.run_for(Duration::from_secs(10));
+        let copies = |net: &Net| -> u64 {
+            (0..n)
+                .map(|i| net.node(i).unwrap().metrics().updates_sent)
+                .sum()
+        };
+        let (before, events) = (copies(&net), net.events.len());
+        net.with(3, |node, now| node.register(now, FunctionSpec::new("f")))
+            .unwrap()
+            .unwrap();
+        net.run_until_true(Duration::from_secs(1), |net| {
+            (0..n).all(|i| net.node(i).unwrap().live_providers("f").count() == 1)
+        })
+        .expect("propagated");
+        let sent = copies(&net) - before;
+        assert!(sent <= 2 * n as u64, "{sent} copies for {n} nodes");
+        let added = net.events[events..]
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::FunctionAdded { name, .. } if name == "f"))
+            .count();
+        assert_eq!(added, n, "every node learned it exactly once");
+    }
+}

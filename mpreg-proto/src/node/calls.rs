@@ -1231,3 +1231,76 @@ impl Node {
         self.send(now, from, &msg, TrafficClass::Call);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Net;
+    use crate::{Call, CallError, Config, Event, FunctionSpec};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn outcomes(net: &Net) -> Vec<Result<Bytes, CallError>> {
+        net.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::CallDone { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_call_goes_to_the_provider_with_the_resources_and_runs_once() {
+        let mut net = Net::joined(4, |_| Config::default());
+        net.with(2, |n, now| {
+            n.register(now, FunctionSpec::new("f").resources(["gpu"]))
+        })
+        .unwrap()
+        .unwrap();
+        net.with(3, |n, now| {
+            n.register(now, FunctionSpec::new("f").resources(["cpu"]))
+        })
+        .unwrap()
+        .unwrap();
+        net.run_for(Duration::from_millis(200));
+        net.with(0, |n, now| {
+            n.call(now, Call::new("f").locs(["gpu"]).args("x"))
+        })
+        .unwrap()
+        .unwrap();
+        net.run_for(Duration::from_millis(100));
+        assert_eq!(outcomes(&net), vec![Ok(Bytes::from("x"))]);
+        let ran: Vec<usize> = net.invocations.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ran, vec![2]);
+    }
+
+    #[test]
+    fn a_handler_past_its_budget_is_cancelled_and_the_call_times_out() {
+        let mut net = Net::joined(2, |_| Config::default());
+        net.set_handler(Box::new(|_, inv| {
+            (Duration::from_secs(5), Ok(inv.args.clone()))
+        }));
+        net.with(1, |n, now| n.register(now, FunctionSpec::new("slow")))
+            .unwrap()
+            .unwrap();
+        net.run_for(Duration::from_millis(200));
+        let budget = Duration::from_millis(300);
+        net.with(0, |n, now| n.call(now, Call::new("slow").timeout(budget)))
+            .unwrap()
+            .unwrap();
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(outcomes(&net), vec![Err(CallError::Timeout)]);
+        let inv = net.invocations[0].1.id;
+        assert_eq!(
+            net.cancelled,
+            vec![(1, inv)],
+            "the core stopped the handler"
+        );
+        let node = net.node(1).unwrap();
+        assert_eq!(node.running_invocations(), 0);
+        assert_eq!(node.metrics().invocations_timed_out, 1);
+        // Its late result changes nothing.
+        net.run_for(Duration::from_secs(5));
+        assert_eq!(outcomes(&net).len(), 1);
+    }
+}

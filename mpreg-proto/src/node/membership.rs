@@ -683,3 +683,70 @@ impl Node {
         self.overlay.pending.retain(|_, (a, _)| a != addr);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Net;
+    use crate::{Config, Event, MemberState, NodeId};
+    use std::time::Duration;
+
+    #[test]
+    fn a_silent_member_is_suspected_then_dead_within_the_bound() {
+        let cfg = Config::default();
+        let mut net = Net::joined(5, |_| cfg.clone());
+        let victim = NodeId::from_u128(4);
+        net.cut(4);
+        let took = net
+            .run_until_true(Duration::from_secs(10), |net| {
+                (0..4)
+                    .all(|i| net.node(i).unwrap().member_state(&victim) == Some(MemberState::Dead))
+            })
+            .expect("declared Dead");
+        assert!(took <= cfg.detection_bound(5), "{took:?}");
+        // Suspected first, everywhere.
+        for i in 0..4 {
+            let seen: Vec<&Event> = net
+                .events
+                .iter()
+                .filter(|(o, _)| *o == i)
+                .map(|(_, e)| e)
+                .filter(|e| matches!(e, Event::MemberSuspect { id } | Event::MemberDown { id } if *id == victim))
+                .collect();
+            assert!(
+                matches!(
+                    seen[..],
+                    [Event::MemberSuspect { .. }, .., Event::MemberDown { .. }]
+                ),
+                "{seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_suspected_member_that_answers_refutes_and_is_never_dead() {
+        let mut net = Net::joined(4, |_| Config::default());
+        let target = NodeId::from_u128(3);
+        net.cut(3);
+        net.run_until_true(Duration::from_secs(5), |net| {
+            net.node(0).unwrap().member_state(&target) == Some(MemberState::Suspect)
+        })
+        .expect("suspected");
+        net.uncut(3);
+        net.run_until_true(Duration::from_secs(5), |net| {
+            (0..4).all(|i| {
+                net.node(i)
+                    .unwrap()
+                    .members()
+                    .any(|m| m.id == target && m.state == MemberState::Alive && m.incarnation >= 2)
+            })
+        })
+        .expect("refuted with a higher incarnation");
+        assert!(net.node(3).unwrap().metrics().refutations >= 1);
+        assert!(
+            !net.events
+                .iter()
+                .any(|(_, e)| *e == Event::MemberDown { id: target }),
+            "a live member was declared Dead"
+        );
+    }
+}

@@ -1009,3 +1009,51 @@ fn reject_reason(e: &DecodeError) -> RejectReason {
         DecodeError::Malformed { .. } => RejectReason::Malformed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Net;
+    use crate::{Call, Config, Event, FunctionSpec, MemberState, NodeId, Status};
+    use std::time::Duration;
+
+    #[test]
+    fn a_leave_runs_its_phases_in_order_and_answers_what_ran() {
+        let mut net = Net::joined(3, |_| Config::default());
+        net.set_handler(Box::new(|_, inv| {
+            (Duration::from_millis(300), Ok(inv.args.clone()))
+        }));
+        net.with(1, |n, now| n.register(now, FunctionSpec::new("f")))
+            .unwrap()
+            .unwrap();
+        net.run_for(Duration::from_millis(200));
+        net.with(0, |n, now| n.call(now, Call::new("f").args("x")))
+            .unwrap()
+            .unwrap();
+        net.run_for(Duration::from_millis(50));
+        net.with(1, |n, now| n.leave(now));
+        // Draining: withdrawn, refusing, the handler still running.
+        let n1 = net.node(1).unwrap();
+        assert_eq!(
+            (n1.status(), n1.running_invocations()),
+            (Status::Draining, 1)
+        );
+        net.run_until_true(Duration::from_secs(3), |net| net.node(1).is_none())
+            .expect("stopped");
+        let id = NodeId::from_u128(1);
+        let answered = net
+            .events
+            .iter()
+            .position(|(_, e)| matches!(e, Event::CallDone { result: Ok(_), .. }))
+            .expect("the running call was answered");
+        let left = net
+            .events
+            .iter()
+            .position(|(o, e)| *o == 0 && *e == (Event::MemberLeft { id }))
+            .expect("Left seen");
+        assert!(answered < left, "the answer went before the news");
+        assert_eq!(
+            net.node(0).unwrap().member_state(&id),
+            Some(MemberState::Left)
+        );
+    }
+}

@@ -530,3 +530,52 @@ impl Node {
         self.integrate_passive(s.sample);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use crate::testing::{Net, addr};
+    use std::time::Duration;
+
+    #[test]
+    fn active_views_are_symmetric_bounded_and_kept_connected() {
+        let cfg = Config::default();
+        let n = 12;
+        let mut net = Net::joined(n, |_| cfg.clone());
+        net.run_for(Duration::from_secs(10));
+        let max = cfg.active_view_target(n) + cfg.overlay.active_view_slack;
+        for i in 0..n {
+            let node = net.node(i).unwrap();
+            let view = node.active_view();
+            assert!(!view.is_empty() && view.len() <= max, "node {i}: {view:?}");
+            for p in view {
+                let j = p.as_u128() as usize;
+                assert!(
+                    net.node(j).unwrap().active_view().contains(&node.id()),
+                    "{i} holds {j}, not the reverse"
+                );
+                assert!(
+                    node.connections()
+                        .any(|c| c.addr == addr(j as u128) && c.kept),
+                    "{i} keeps no connection to its peer {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_view_refills_when_a_peer_dies() {
+        let mut net = Net::joined(8, |_| Config::default());
+        net.run_for(Duration::from_secs(5));
+        let victim = net.node(0).unwrap().active_view()[0].as_u128() as usize;
+        net.kill(victim);
+        let took = net.run_until_true(Duration::from_secs(10), |net| {
+            (0..8).filter(|i| *i != victim).all(|i| {
+                let n = net.node(i).unwrap();
+                let v = n.active_view();
+                !v.contains(&crate::NodeId::from_u128(victim as u128)) && v.len() >= 3
+            })
+        });
+        assert!(took.is_some(), "views did not refill");
+    }
+}

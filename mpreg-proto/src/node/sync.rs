@@ -289,3 +289,34 @@ impl Node {
         self.metrics.sync_updates_applied += news;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Net;
+    use crate::{Config, FunctionSpec};
+    use std::time::Duration;
+
+    #[test]
+    fn anti_entropy_brings_back_what_a_node_missed() {
+        let cfg = Config::default();
+        let mut net = Net::joined(6, |_| cfg.clone());
+        // Node 5 misses the broadcast (its frames vanish for a moment).
+        net.cut(5);
+        net.with(0, |node, now| node.register(now, FunctionSpec::new("late")))
+            .unwrap()
+            .unwrap();
+        net.run_for(Duration::from_millis(200));
+        assert_eq!(net.node(5).unwrap().live_providers("late").count(), 0);
+        net.uncut(5);
+        let took = net
+            .run_until_true(cfg.sync_interval(6) * 3, |net| {
+                net.node(5).unwrap().live_providers("late").count() == 1
+                    && net.node(5).unwrap().state_digest() == net.node(0).unwrap().state_digest()
+            })
+            .expect("repaired");
+        assert!(
+            net.node(5).unwrap().metrics().sync_updates_applied >= 1,
+            "{took:?}"
+        );
+    }
+}
