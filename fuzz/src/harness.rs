@@ -2523,20 +2523,10 @@ pub fn tweaked_config(u: &mut Unstructured<'_>) -> Result<Config> {
         Ok(())
     }
     let mut c = small_config(u.arbitrary()?);
-    let m = &mut c.membership;
-    for v in [
-        &mut m.probe_period,
-        &mut m.probe_timeout_min,
-        &mut m.probe_timeout_max,
-        &mut m.indirect_timeout,
-        &mut m.suspicion_per_decade,
-        &mut m.dissemination_allowance,
-        &mut m.reconnect_window,
-        &mut m.join_retry_interval,
-        &mut m.seed_redial_interval,
-    ] {
+    for (_, v) in c.durations_mut() {
         d(u, v)?;
     }
+    let m = &mut c.membership;
     n(u, &mut m.indirect_probes)?;
     n(u, &mut m.suspicion_confirmations)?;
     n(u, &mut m.suspicion_speedup)?;
@@ -2554,37 +2544,13 @@ pub fn tweaked_config(u: &mut Unstructured<'_>) -> Result<Config> {
     }
     n(u, &mut o.join_walk_ttl)?;
     n(u, &mut o.passive_walk_ttl)?;
-    d(u, &mut o.shuffle_period)?;
     let s = &mut c.dissemination;
-    for v in [
-        &mut s.graft_timeout,
-        &mut s.graft_timeout_min,
-        &mut s.ihave_delay,
-        &mut s.sync_interval,
-    ] {
-        d(u, v)?;
-    }
     n(u, &mut s.sync_page_bytes)?;
     n(u, &mut s.sync_pages_per_exchange)?;
-    d(u, &mut c.calls.default_timeout)?;
-    d(u, &mut c.calls.max_timeout)?;
-    d(u, &mut c.calls.resend_backoff)?;
     n(u, &mut c.calls.hop_budget)?;
     let k = &mut c.connections;
-    for v in [
-        &mut k.idle_timeout,
-        &mut k.client_idle_timeout,
-        &mut k.dial_timeout,
-        &mut k.close_timeout,
-        &mut k.backoff_min,
-        &mut k.backoff_max,
-    ] {
-        d(u, v)?;
-    }
     n(u, &mut k.max_connections)?;
     n(u, &mut k.max_held_bytes)?;
-    d(u, &mut c.leave.grace)?;
-    d(u, &mut c.leave.flush_timeout)?;
     let l = &mut c.limits;
     for v in [
         &mut l.max_frame_size,

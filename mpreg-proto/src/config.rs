@@ -602,44 +602,54 @@ pub const MIN_FRAME_SIZE: usize = 4 * 1024;
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
-    /// Every duration with its key.
-    fn durations(&self) -> [(&'static str, Duration); 25] {
+    /// Every duration with its key, to change (tools that sweep them:
+    /// fuzzing, tests).
+    pub fn durations_mut(&mut self) -> [(&'static str, &mut Duration); 25] {
         let (m, o, d, c) = (
-            &self.membership,
-            &self.overlay,
-            &self.dissemination,
-            &self.calls,
+            &mut self.membership,
+            &mut self.overlay,
+            &mut self.dissemination,
+            &mut self.calls,
         );
-        let (n, l) = (&self.connections, &self.leave);
+        let (n, l) = (&mut self.connections, &mut self.leave);
         [
-            ("connections.idle_timeout", n.idle_timeout),
-            ("connections.client_idle_timeout", n.client_idle_timeout),
-            ("connections.dial_timeout", n.dial_timeout),
-            ("connections.close_timeout", n.close_timeout),
-            ("connections.backoff_min", n.backoff_min),
-            ("connections.backoff_max", n.backoff_max),
-            ("leave.grace", l.grace),
-            ("leave.flush_timeout", l.flush_timeout),
-            ("membership.probe_period", m.probe_period),
-            ("membership.probe_timeout_min", m.probe_timeout_min),
-            ("membership.probe_timeout_max", m.probe_timeout_max),
-            ("membership.indirect_timeout", m.indirect_timeout),
-            ("membership.suspicion_per_decade", m.suspicion_per_decade),
+            ("connections.idle_timeout", &mut n.idle_timeout),
+            (
+                "connections.client_idle_timeout",
+                &mut n.client_idle_timeout,
+            ),
+            ("connections.dial_timeout", &mut n.dial_timeout),
+            ("connections.close_timeout", &mut n.close_timeout),
+            ("connections.backoff_min", &mut n.backoff_min),
+            ("connections.backoff_max", &mut n.backoff_max),
+            ("leave.grace", &mut l.grace),
+            ("leave.flush_timeout", &mut l.flush_timeout),
+            ("membership.probe_period", &mut m.probe_period),
+            ("membership.probe_timeout_min", &mut m.probe_timeout_min),
+            ("membership.probe_timeout_max", &mut m.probe_timeout_max),
+            ("membership.indirect_timeout", &mut m.indirect_timeout),
+            (
+                "membership.suspicion_per_decade",
+                &mut m.suspicion_per_decade,
+            ),
             (
                 "membership.dissemination_allowance",
-                m.dissemination_allowance,
+                &mut m.dissemination_allowance,
             ),
-            ("membership.reconnect_window", m.reconnect_window),
-            ("membership.join_retry_interval", m.join_retry_interval),
-            ("membership.seed_redial_interval", m.seed_redial_interval),
-            ("overlay.shuffle_period", o.shuffle_period),
-            ("dissemination.graft_timeout", d.graft_timeout),
-            ("dissemination.graft_timeout_min", d.graft_timeout_min),
-            ("dissemination.ihave_delay", d.ihave_delay),
-            ("dissemination.sync_interval", d.sync_interval),
-            ("calls.default_timeout", c.default_timeout),
-            ("calls.max_timeout", c.max_timeout),
-            ("calls.resend_backoff", c.resend_backoff),
+            ("membership.reconnect_window", &mut m.reconnect_window),
+            ("membership.join_retry_interval", &mut m.join_retry_interval),
+            (
+                "membership.seed_redial_interval",
+                &mut m.seed_redial_interval,
+            ),
+            ("overlay.shuffle_period", &mut o.shuffle_period),
+            ("dissemination.graft_timeout", &mut d.graft_timeout),
+            ("dissemination.graft_timeout_min", &mut d.graft_timeout_min),
+            ("dissemination.ihave_delay", &mut d.ihave_delay),
+            ("dissemination.sync_interval", &mut d.sync_interval),
+            ("calls.default_timeout", &mut c.default_timeout),
+            ("calls.max_timeout", &mut c.max_timeout),
+            ("calls.resend_backoff", &mut c.resend_backoff),
         ]
     }
 
@@ -684,7 +694,9 @@ impl Config {
                 return Err(range(key, format!("{d:?}"), "must be at least 1µs"));
             }
         }
-        for (key, d) in self.durations() {
+        let mut all = self.clone();
+        for (key, d) in all.durations_mut() {
+            let d = *d;
             if d > MAX_DURATION {
                 return Err(range(key, format!("{d:?}"), "must be at most 365 days"));
             }

@@ -327,34 +327,7 @@ fn durations_beyond_the_cap_are_refused_and_durations_at_it_run() {
         other => panic!("{other:?}"),
     }
     let mut cfg = config();
-    let m = &mut cfg.membership;
-    for d in [
-        &mut m.probe_period,
-        &mut m.probe_timeout_min,
-        &mut m.probe_timeout_max,
-        &mut m.indirect_timeout,
-        &mut m.suspicion_per_decade,
-        &mut m.dissemination_allowance,
-        &mut m.reconnect_window,
-        &mut m.join_retry_interval,
-        &mut m.seed_redial_interval,
-        &mut cfg.overlay.shuffle_period,
-        &mut cfg.dissemination.graft_timeout,
-        &mut cfg.dissemination.graft_timeout_min,
-        &mut cfg.dissemination.ihave_delay,
-        &mut cfg.dissemination.sync_interval,
-        &mut cfg.calls.default_timeout,
-        &mut cfg.calls.max_timeout,
-        &mut cfg.calls.resend_backoff,
-        &mut cfg.connections.idle_timeout,
-        &mut cfg.connections.client_idle_timeout,
-        &mut cfg.connections.dial_timeout,
-        &mut cfg.connections.close_timeout,
-        &mut cfg.connections.backoff_min,
-        &mut cfg.connections.backoff_max,
-        &mut cfg.leave.grace,
-        &mut cfg.leave.flush_timeout,
-    ] {
+    for (_, d) in cfg.durations_mut() {
         *d = MAX_DURATION;
     }
     cfg.validate().unwrap();
