@@ -18,7 +18,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     pub(crate) fn of_url(url: &str) -> Option<Kind> {
-        match url.trim().split_once("://")?.0 {
+        match mpreg_proto::Url::parse(url)?.scheme {
             "ws" => Some(Kind::Ws),
             "quic" => Some(Kind::Quic),
             _ => None,
@@ -114,19 +114,11 @@ pub(crate) async fn connect(url: &str, tls: &QuicConfig) -> Result<Client, Failu
 /// `(kind, host, port)` of a `--listen` URL (`ws://0.0.0.0:7000`,
 /// `quic://127.0.0.1:0`, `quic://[::1]:7000`).
 pub(crate) fn parse_listen(url: &str) -> Option<(Kind, String, u16)> {
+    let u = mpreg_proto::Url::parse(url)?;
     let kind = Kind::of_url(url)?;
-    let rest = url.trim().split_once("://")?.1;
-    let auth = rest.strip_suffix('/').unwrap_or(rest);
-    if auth.contains('/') {
-        return None;
-    }
-    let (host, port) = auth.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    (!host.is_empty()).then_some(())?;
-    Some((kind, host.to_string(), port.parse().ok()?))
+    u.path
+        .is_empty()
+        .then(|| (kind, u.host.to_string(), u.port))
 }
 
 #[cfg(test)]

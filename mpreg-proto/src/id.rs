@@ -93,17 +93,26 @@ pub struct Url<'a> {
     pub authority: &'a str,
     /// The host, without IPv6 brackets.
     pub host: &'a str,
-    /// The port (never 0).
+    /// The port (0 only from [`Url::parse`]: "any free port").
     pub port: u16,
     /// What follows the authority's `/` (empty if nothing).
     pub path: &'a str,
 }
 
 impl Addr {
-    /// The address as a URL, if it is one (`None` for `sim://3`-style
-    /// addresses without a port, and anything malformed).
+    /// The address as a URL a peer can dial, if it is one (`None` for
+    /// `sim://3`-style addresses without a port, port 0, and anything
+    /// malformed).
     pub fn url(&self) -> Option<Url<'_>> {
-        let (scheme, rest) = self.0.split_once("://")?;
+        Url::parse(&self.0).filter(|u| u.port != 0)
+    }
+}
+
+impl<'a> Url<'a> {
+    /// Parses `scheme://host:port[/path]`; port 0 is allowed here (a
+    /// listen address: any free port).
+    pub fn parse(s: &'a str) -> Option<Url<'a>> {
+        let (scheme, rest) = s.trim().split_once("://")?;
         let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
             && scheme
                 .chars()
@@ -115,7 +124,7 @@ impl Addr {
             None if host.contains(':') => return None,
             None => host,
         };
-        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        let port: u16 = port.parse().ok()?;
         (scheme_ok && !host.is_empty()).then_some(Url {
             scheme,
             authority,
