@@ -848,14 +848,29 @@ impl Node {
 
     // ----- leaving ----------------------------------------------------------
 
-    /// Once left: every connection is closed, and frames waiting out a
-    /// dial backoff are given up (dials in flight still deliver theirs).
+    /// Once left: every connection is closed. Dials in flight to Alive
+    /// members still deliver what they hold (the news of the leave); the
+    /// rest — frames waiting out a backoff, dials to members not Alive,
+    /// which may never answer — are given up.
     pub(super) fn close_all(&mut self, now: Time) {
         let ids: Vec<ConnId> = self.conns.map.keys().copied().collect();
         for id in ids {
             self.close_conn(now, id);
         }
-        self.conns.dialing.retain(|_, d| d.deadline.is_some());
+        let alive: Vec<Addr> = self
+            .conns
+            .dialing
+            .keys()
+            .filter(|a| {
+                self.members
+                    .iter()
+                    .any(|(_, m)| m.addr == **a && m.state == crate::records::MemberState::Alive)
+            })
+            .cloned()
+            .collect();
+        self.conns
+            .dialing
+            .retain(|a, d| d.deadline.is_some() && alive.contains(a));
         self.arm_dial_timer();
     }
 
