@@ -9,17 +9,28 @@ use postcard::ser_flavors::Flavor;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3Default;
 
-/// Feeds postcard's output to the hasher through a small buffer.
+/// Collects postcard's output; the common small value is hashed in one
+/// call (xxh3's one-shot form), a larger one streamed. Both give the same
+/// hash of the same bytes.
 struct Hashing {
-    h: Xxh3Default,
-    buf: [u8; 128],
+    buf: [u8; 256],
     len: usize,
+    long: Option<Xxh3Default>,
 }
 
 impl Hashing {
-    fn drain(&mut self) {
-        self.h.update(&self.buf[..self.len]);
-        self.len = 0;
+    fn take(&mut self, data: &[u8]) {
+        if self.len + data.len() > self.buf.len() {
+            let h = self.long.get_or_insert_with(Xxh3Default::new);
+            h.update(&self.buf[..self.len]);
+            self.len = 0;
+            if data.len() > self.buf.len() {
+                h.update(data);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
     }
 }
 
@@ -27,37 +38,32 @@ impl Flavor for Hashing {
     type Output = u64;
 
     fn try_push(&mut self, b: u8) -> postcard::Result<()> {
-        if self.len == self.buf.len() {
-            self.drain();
-        }
-        self.buf[self.len] = b;
-        self.len += 1;
+        self.take(&[b]);
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if data.len() > self.buf.len() - self.len {
-            self.drain();
-            self.h.update(data);
-            return Ok(());
-        }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
+        self.take(data);
         Ok(())
     }
 
-    fn finalize(mut self) -> postcard::Result<u64> {
-        self.drain();
-        Ok(self.h.digest())
+    fn finalize(self) -> postcard::Result<u64> {
+        Ok(match self.long {
+            None => xxhash_rust::xxh3::xxh3_64(&self.buf[..self.len]),
+            Some(mut h) => {
+                h.update(&self.buf[..self.len]);
+                h.digest()
+            }
+        })
     }
 }
 
 /// The canonical 64-bit hash of `v`.
 pub(crate) fn canonical<T: Serialize + ?Sized>(v: &T) -> u64 {
     let out = Hashing {
-        h: Xxh3Default::new(),
-        buf: [0; 128],
+        buf: [0; 256],
         len: 0,
+        long: None,
     };
     // Serializing into a hasher cannot fail: every type hashed here
     // serializes (they all travel on the wire), and the flavor never refuses.
