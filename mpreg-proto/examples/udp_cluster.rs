@@ -7,20 +7,19 @@
 //! cargo run -p mpreg-proto --example udp_cluster
 //! ```
 //!
-//! UDP has no connections, so each peer socket is one "connection": a
-//! dial is answered at once with the id of that socket's peer, and a
-//! datagram from a new socket is an accepted connection. Every rule —
-//! whom to talk to, when to give up, how to leave — is the core's.
+//! UDP has no connections, so each peer socket is one "connection" whose
+//! id is the socket's IPv4 address and port: a dial is answered at once
+//! with it, a datagram from a new socket is an accepted connection. Every
+//! rule — whom to talk to, when to give up, how to leave — is the core's.
 
 use bytes::Bytes;
 use mpreg_proto::{
     Addr, Call, CallError, Closed, Config, ConnId, Event, FunctionSpec, Identity, Node, NodeId,
     Order, Time,
 };
-use std::collections::HashMap;
 use std::error::Error;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -30,6 +29,18 @@ type Outcome = Result<Bytes, CallError>;
 /// The monotonic clock every input is stamped with.
 fn now(epoch: Instant) -> Time {
     Time::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A peer socket's connection id, and back.
+fn conn_of(a: SocketAddr) -> ConnId {
+    match a {
+        SocketAddr::V4(a) => ConnId(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())),
+        SocketAddr::V6(_) => ConnId(u64::MAX), // this example binds 127.0.0.1
+    }
+}
+
+fn socket_of(c: ConnId) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(((c.0 >> 16) as u32).into(), c.0 as u16))
 }
 
 /// One node's thread: wait for a datagram or the next deadline, feed the
@@ -42,9 +53,7 @@ fn run(
     done: mpsc::Sender<Outcome>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 65_536];
-    let mut peers: HashMap<SocketAddr, ConnId> = HashMap::new();
-    let (mut ids, mut called) = (0.., false);
+    let (mut buf, mut called) = (vec![0u8; 65_536], false);
     loop {
         if stop.load(Ordering::Relaxed) && node.status() == mpreg_proto::Status::Active {
             node.leave(now(epoch)); // drains, says `Left`, closes, then Stop
@@ -59,13 +68,10 @@ fn run(
         match sock.recv_from(&mut buf) {
             // Frames in, on the sender's connection.
             Ok((n, from)) => {
-                let conn = *peers.entry(from).or_insert_with(|| {
-                    let id = ConnId(ids.next().unwrap_or_default());
-                    node.handle_accepted(now(epoch), id);
-                    id
-                });
+                // The core ignores an accept of a connection it knows.
+                node.handle_accepted(now(epoch), conn_of(from));
                 // A rejected frame changes nothing.
-                let _ = node.handle_frame(now(epoch), conn, &buf[..n]);
+                let _ = node.handle_frame(now(epoch), conn_of(from), &buf[..n]);
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),
@@ -79,22 +85,15 @@ fn run(
             if let Some(order) = node.poll_order() {
                 match order {
                     Order::Dial(addr) => match addr.url().and_then(|u| u.authority.parse().ok()) {
-                        Some(to) => {
-                            let conn = *peers
-                                .entry(to)
-                                .or_insert_with(|| ConnId(ids.next().unwrap_or_default()));
-                            node.handle_dialed(t, &addr, conn);
-                        }
+                        Some(to) => node.handle_dialed(t, &addr, conn_of(to)),
                         None => node.handle_dial_failed(t, &addr),
                     },
                     Order::Send(tx) => {
-                        let to = peers.iter().find(|(_, c)| **c == tx.conn).map(|(a, _)| *a);
-                        if to.is_none_or(|to| sock.send_to(&tx.frame, to).is_err()) {
+                        if sock.send_to(&tx.frame, socket_of(tx.conn)).is_err() {
                             node.handle_closed(t, tx.conn, Closed::Lost);
                         }
                     }
                     Order::Close(conn) | Order::Abort(conn) => {
-                        peers.retain(|_, c| *c != conn);
                         node.handle_closed(t, conn, Closed::Clean);
                     }
                     // Run the handler (quick here, so inline).
