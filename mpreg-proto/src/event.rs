@@ -75,7 +75,8 @@ pub enum Order {
     Abort(ConnId),
     /// Run a handler; hand its result to
     /// [`Node::complete_invocation`](crate::Node::complete_invocation).
-    Invoke(Invocation),
+    /// (Boxed: orders are mostly small `Send`s.)
+    Invoke(Box<Invocation>),
     /// Stop a running handler if you can: its call was cancelled or its
     /// budget ran out, and the core has answered for it already (a late
     /// result is ignored).

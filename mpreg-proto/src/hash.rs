@@ -15,13 +15,13 @@ use xxhash_rust::xxh3::Xxh3Default;
 struct Hashing {
     buf: [u8; 256],
     len: usize,
-    long: Option<Xxh3Default>,
+    long: Option<Box<Xxh3Default>>,
 }
 
 impl Hashing {
     fn take(&mut self, data: &[u8]) {
         if self.len + data.len() > self.buf.len() {
-            let h = self.long.get_or_insert_with(Xxh3Default::new);
+            let h = self.long.get_or_insert_with(Box::default);
             h.update(&self.buf[..self.len]);
             self.len = 0;
             if data.len() > self.buf.len() {
@@ -32,42 +32,58 @@ impl Hashing {
         self.buf[self.len..self.len + data.len()].copy_from_slice(data);
         self.len += data.len();
     }
+
+    fn digest(&mut self) -> u64 {
+        match &mut self.long {
+            None => xxhash_rust::xxh3::xxh3_64(&self.buf[..self.len]),
+            Some(h) => {
+                h.update(&self.buf[..self.len]);
+                h.digest()
+            }
+        }
+    }
 }
 
-impl Flavor for Hashing {
-    type Output = u64;
+/// The flavor postcard moves around by value: a reference, so the buffer
+/// stays put.
+struct Feed<'a>(&'a mut Hashing);
+
+impl Flavor for Feed<'_> {
+    type Output = ();
 
     fn try_push(&mut self, b: u8) -> postcard::Result<()> {
-        self.take(&[b]);
+        // Ids serialize byte by byte: no slice copy for each.
+        let h = &mut *self.0;
+        if h.len == h.buf.len() {
+            h.take(&[b]);
+        } else {
+            h.buf[h.len] = b;
+            h.len += 1;
+        }
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.take(data);
+        self.0.take(data);
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<u64> {
-        Ok(match self.long {
-            None => xxhash_rust::xxh3::xxh3_64(&self.buf[..self.len]),
-            Some(mut h) => {
-                h.update(&self.buf[..self.len]);
-                h.digest()
-            }
-        })
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
 /// The canonical 64-bit hash of `v`.
 pub(crate) fn canonical<T: Serialize + ?Sized>(v: &T) -> u64 {
-    let out = Hashing {
+    let mut h = Hashing {
         buf: [0; 256],
         len: 0,
         long: None,
     };
     // Serializing into a hasher cannot fail: every type hashed here
     // serializes (they all travel on the wire), and the flavor never refuses.
-    postcard::serialize_with_flavor(v, out).unwrap_or(0)
+    let _ = postcard::serialize_with_flavor(v, Feed(&mut h));
+    h.digest()
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ impl Lone {
                 }
                 self.node.handle_closed(self.now, c, Closed::Clean);
             }
-            Order::Invoke(i) => self.invocations.push(i),
+            Order::Invoke(i) => self.invocations.push(*i),
             Order::Cancel(i) => self.cancelled.push(i),
             Order::Stop => self.stopped = true,
         }
@@ -473,7 +473,7 @@ impl Net {
             }
             Order::Invoke(inv) => {
                 let (took, result) = (self.handler)(i, &inv);
-                self.invocations.push((i, inv.clone()));
+                self.invocations.push((i, (*inv).clone()));
                 self.push(
                     self.now + took,
                     Item::Done {

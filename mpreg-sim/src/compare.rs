@@ -181,7 +181,8 @@ fn one_run(t: &dyn TopologyBuilder, seed: u64, o: &Options) -> Run {
     .map(|d| d.as_secs_f64());
     sim.run_for(Duration::from_secs(5));
     r.rate = crate::scenario::steady_rate(&mut sim, &nodes, Duration::from_secs(10));
-    let conns: Vec<usize> = nodes.iter().map(|i| sim.connections(*i)).collect();
+    let counts = sim.connection_counts();
+    let conns: Vec<usize> = nodes.iter().map(|i| counts[*i]).collect();
     r.links = (
         conns.iter().sum::<usize>() as f64 / nodes.len() as f64,
         conns.iter().copied().max().unwrap_or(0),

@@ -235,7 +235,8 @@ pub fn run(n: usize, seconds: u64, start: Start, seed: u64, mut progress: impl F
         .iter()
         .filter(|j| sim.tally.down.contains_key(&sim.id(**j)))
         .count();
-    let conns: Vec<usize> = live.iter().map(|i| sim.connections(*i)).collect();
+    let counts = sim.connection_counts();
+    let conns: Vec<usize> = live.iter().map(|i| counts[*i]).collect();
     let mut rest: Vec<u64> = copies.iter().skip(1).copied().collect();
     rest.sort_unstable();
     Row {

@@ -121,8 +121,6 @@ pub struct SimNode {
     seeds: Vec<Addr>,
     armed: Option<Time>,
     timer_gen: u64,
-    /// The next connection id this node's "runtime" hands out.
-    next_conn: u64,
     /// Crashed without a trace (host silent) rather than killed.
     silent: bool,
 }
@@ -248,8 +246,6 @@ pub struct Sim {
     zone_links: BTreeMap<(u16, u16), Link>,
     groups: Option<Vec<u16>>,
     conns: BTreeMap<u64, Conn>,
-    /// Each node's connection ids.
-    ends: HashMap<(u32, ConnId), u64>,
     next_conn: u64,
     queue: BinaryHeap<Reverse<Item>>,
     seq: u64,
@@ -298,7 +294,6 @@ impl Sim {
             zone_links: BTreeMap::new(),
             groups: None,
             conns: BTreeMap::new(),
-            ends: HashMap::new(),
             next_conn: 0,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -404,7 +399,6 @@ impl Sim {
             seeds: Vec::new(),
             armed: None,
             timer_gen: 0,
-            next_conn: 0,
             silent: false,
         });
         self.drain(i as u32);
@@ -664,6 +658,19 @@ impl Sim {
             .count()
     }
 
+    /// [`connections`](Sim::connections) of every node, in one pass.
+    pub fn connection_counts(&self) -> Vec<usize> {
+        let mut n = vec![0; self.nodes.len()];
+        for c in self.conns.values() {
+            for e in &c.ends {
+                if let Some(k) = n.get_mut(e.0 as usize) {
+                    *k += 1;
+                }
+            }
+        }
+        n
+    }
+
     // ----- running -----------------------------------------------------------
 
     /// Processes events up to and including `t`; the clock ends at `t`.
@@ -805,12 +812,12 @@ impl Sim {
                 self.dial(i, addr)
             }
             Order::Close(id) => {
-                if let Some(&g) = self.ends.get(&(i, id)) {
+                if let Some(g) = self.conn_of(i, id) {
                     self.send_piece(g, i, Piece::Close);
                 }
             }
             Order::Abort(id) => {
-                if let Some(&g) = self.ends.get(&(i, id)) {
+                if let Some(g) = self.conn_of(i, id) {
                     self.break_conn(g);
                 }
             }
@@ -896,7 +903,7 @@ impl Sim {
         if self.nodes[from as usize].node.is_none() {
             return;
         }
-        let Some(&g) = self.ends.get(&(from, t.conn)) else {
+        let Some(g) = self.conn_of(from, t.conn) else {
             return; // closed meanwhile
         };
         self.stats.frames += 1;
@@ -1054,21 +1061,23 @@ impl Sim {
             return;
         }
         let (a, b, addr) = (c.ends[0].0, c.ends[1].0, c.addr.clone());
-        let (ia, ib) = (self.next_id(a), self.next_id(b));
+        // Both ends know it by the simulator's id: unique among each
+        // node's connections, as the contract asks, and found without a
+        // lookup table.
+        let (ia, ib) = (ConnId(g), ConnId(g));
         if let Some(c) = self.conns.get_mut(&g) {
             c.open = true;
             c.ends = [(a, ia), (b, ib)];
         }
-        self.ends.insert((a, ia), g);
-        self.ends.insert((b, ib), g);
         self.with_node(b as usize, |n, now| n.handle_accepted(now, ib));
         self.with_node(a as usize, |n, now| n.handle_dialed(now, &addr, ia));
     }
 
-    fn next_id(&mut self, i: u32) -> ConnId {
-        let n = &mut self.nodes[i as usize];
-        n.next_conn += 1;
-        ConnId(n.next_conn)
+    /// The connection node `i` calls `id`, while open at its end.
+    fn conn_of(&self, i: u32, id: ConnId) -> Option<u64> {
+        let c = self.conns.get(&id.0)?;
+        let e = c.ends.iter().position(|e| *e == (i, id))?;
+        (c.open && !c.told[e]).then_some(id.0)
     }
 
     fn flush_held(&mut self, g: u64, d: usize) {
@@ -1132,9 +1141,6 @@ impl Sim {
         c.told[e] = true;
         let (node, id) = c.ends[e];
         let done = c.told[0] && c.told[1];
-        if c.open {
-            self.ends.remove(&(node, id));
-        }
         if done {
             self.conns.remove(&g);
         }

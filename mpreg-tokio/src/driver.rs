@@ -296,7 +296,7 @@ impl<T: Transport> Driver<T> {
                 }
             }
             Order::Abort(id) => self.end_conn(id, Closed::Lost),
-            Order::Invoke(inv) => self.invoke(now, inv),
+            Order::Invoke(inv) => self.invoke(now, *inv),
             Order::Cancel(id) => {
                 // A blocking handler cannot be stopped; its late result is
                 // ignored by the core.

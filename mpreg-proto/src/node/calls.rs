@@ -1047,14 +1047,14 @@ impl Node {
         self.calls.invocations.insert(inv, req.id);
         self.calls.running += 1;
         self.metrics.invocations += 1;
-        self.orders.push_back(Order::Invoke(Invocation {
+        self.orders.push_back(Order::Invoke(Box::new(Invocation {
             id: inv,
             call: req.id,
             function: req.function,
             version,
             args: req.args,
             budget,
-        }));
+        })));
         // The handler gets the budget; the result is remembered as long.
         self.timers.set(Timer::Budget(inv), now + budget);
         self.timers.set(Timer::Dedup(req.id), now + budget);

@@ -782,10 +782,11 @@ impl Node {
         self.arm_dial_timer();
     }
 
-    /// How often idle connections are looked for.
+    /// How often idle connections are looked for: the shortest idle limit
+    /// (a connection closes within one more period of it).
     pub(super) fn idle_period(&self) -> Duration {
         let c = &self.cfg.connections;
-        (c.idle_timeout.min(self.cfg.membership.probe_period) / 2).max(Duration::from_millis(1))
+        (c.idle_timeout.min(self.cfg.membership.probe_period)).max(Duration::from_millis(1))
     }
 
     /// Closes idle connections, aborts closes that take too long, forgets
@@ -804,6 +805,10 @@ impl Node {
                 }
                 continue;
             }
+            let quiet = now.saturating_since(c.last_activity);
+            if quiet < linger.min(client_idle) {
+                continue; // busy: the common case, decided without lookups
+            }
             let primary = self.conns.by_addr.get(&c.key) == Some(id);
             if primary && self.kept(&c.key) {
                 continue;
@@ -813,7 +818,7 @@ impl Node {
                 (_, true) => idle,
                 (_, false) => linger,
             };
-            if now.saturating_since(c.last_activity) >= limit {
+            if quiet >= limit {
                 close.push(*id);
             }
         }
