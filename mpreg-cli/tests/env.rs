@@ -105,7 +105,7 @@ fn mpreg_gossip_interval_and_topology_set_the_protocol_period() {
     let s = Server::start(&["--port", "0"], &[("MPREG_TOPOLOGY", "edge-computing")]);
     assert_eq!(s.printed["MPREG_TOPOLOGY"], "edge-computing");
     assert_eq!(s.printed["MPREG_GOSSIP_INTERVAL"], "300ms");
-    assert_eq!(s.printed["MPREG_DETECTION_BOUND_10"], "1.75s");
+    assert_eq!(s.printed["MPREG_DETECTION_BOUND_10"], "1.825s");
     // The guide's names work too, and the environment beats the template.
     let s = Server::start(
         &["--port", "0"],

@@ -132,13 +132,18 @@ pub fn propagation(
 }
 
 /// Time from a silent crash of `victim` until every running node marks it
-/// Dead.
+/// Dead. The crash falls at a random instant of the next second (one
+/// default probe period): nodes created together keep their timers in
+/// step, and a crash always just after (or before) the same probe round
+/// would measure that phase instead of the protocol.
 pub fn detection(
     sim: &mut Sim,
     nodes: &[usize],
     victim: usize,
     limit: Duration,
 ) -> Option<Duration> {
+    let phase = crate::derive_seed(sim.seed(), 0xC4A5) % 1_000_000;
+    sim.run_for(Duration::from_micros(phase));
     let id = sim.id(victim);
     sim.crash(victim);
     let need = nodes.iter().filter(|i| sim.is_up(**i)).count();

@@ -87,6 +87,7 @@ impl Node {
         };
         let due = p.last_heard + period;
         if now < due || self.probes.probing(peer) {
+            // At least a quarter period: `detection_bound` counts the lag.
             self.timers
                 .set(Timer::Probe(peer), due.max(now + period / 4));
             return;
