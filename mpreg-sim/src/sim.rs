@@ -245,7 +245,9 @@ pub struct Sim {
     by_id: HashMap<NodeId, u32>,
     zone_links: BTreeMap<(u16, u16), Link>,
     groups: Option<Vec<u16>>,
-    conns: BTreeMap<u64, Conn>,
+    /// By global id (both ends' `ConnId`); a fixed hasher keeps runs
+    /// replayable, and every walk over it is sorted first.
+    conns: HashMap<u64, Conn, foldhash::fast::FixedState>,
     next_conn: u64,
     queue: BinaryHeap<Reverse<Item>>,
     seq: u64,
@@ -293,7 +295,7 @@ impl Sim {
             by_id: HashMap::new(),
             zone_links: BTreeMap::new(),
             groups: None,
-            conns: BTreeMap::new(),
+            conns: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)),
             next_conn: 0,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -522,12 +524,13 @@ impl Sim {
 
     /// Breaks every connection with an end at node `i`.
     fn break_all(&mut self, i: u32) {
-        let mine: Vec<u64> = self
+        let mut mine: Vec<u64> = self
             .conns
             .iter()
             .filter(|(_, c)| c.ends.iter().any(|e| e.0 == i))
             .map(|(g, _)| *g)
             .collect();
+        mine.sort_unstable();
         for g in mine {
             self.break_conn(g);
         }
@@ -562,7 +565,7 @@ impl Sim {
         // retransmitting to it is reset a round trip from now; an idle one
         // is reset when something next reaches it.
         let me = i as u32;
-        let retrying: Vec<(u64, u64, Duration)> = self
+        let mut retrying: Vec<(u64, u64, Duration)> = self
             .conns
             .iter()
             .filter_map(|(g, c)| {
@@ -571,6 +574,7 @@ impl Sim {
                 toward_me.then(|| (*g, c.epoch, self.link(c.ends[0].0, c.ends[1].0).latency * 2))
             })
             .collect();
+        retrying.sort_unstable_by_key(|r| r.0);
         for (g, epoch, rtt) in retrying {
             self.schedule(self.now + rtt, Ev::Reset { conn: g, epoch });
         }
@@ -595,7 +599,7 @@ impl Sim {
     /// Ends the partition: stalled connections resume in order.
     pub fn heal(&mut self) {
         self.groups = None;
-        let stalled: Vec<(u64, usize)> = self
+        let mut stalled: Vec<(u64, usize)> = self
             .conns
             .iter()
             .flat_map(|(g, c)| {
@@ -604,6 +608,7 @@ impl Sim {
                     .map(move |d| (*g, d))
             })
             .collect();
+        stalled.sort_unstable();
         for (g, d) in stalled {
             self.flush_held(g, d);
         }
