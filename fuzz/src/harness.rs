@@ -2128,13 +2128,7 @@ impl Pair {
                 // The process is gone: what it had open breaks (what it
                 // closed still arrives).
                 self.stopped[i] = true;
-                let mine: Vec<ConnId> = self
-                    .ends
-                    .keys()
-                    .filter(|(n, _)| *n == i)
-                    .map(|(_, c)| *c)
-                    .collect();
-                for c in mine {
+                for c in ends_of(&self.ends, i) {
                     self.sever(i, c, Closed::Lost);
                 }
             }
@@ -2254,6 +2248,13 @@ impl Pair {
     }
 }
 
+/// The connections node `i` has an end of.
+fn ends_of<V>(ends: &BTreeMap<(usize, ConnId), V>, i: usize) -> Vec<ConnId> {
+    ends.range((i, ConnId(0))..=(i, ConnId(u64::MAX)))
+        .map(|((_, c), _)| *c)
+        .collect()
+}
+
 // ----- configurations -----------------------------------------------------------
 
 /// Nodes on an in-memory network that delivers in waves, handlers that
@@ -2369,13 +2370,7 @@ impl Mesh {
             Order::Stop => {
                 // The process is gone: what it had open breaks.
                 self.stopped[i] = true;
-                let mine: Vec<ConnId> = self
-                    .ends
-                    .keys()
-                    .filter(|(n, _)| *n == i)
-                    .map(|(_, c)| *c)
-                    .collect();
-                for c in mine {
+                for c in ends_of(&self.ends, i) {
                     self.sever(i, c, Closed::Lost);
                 }
             }

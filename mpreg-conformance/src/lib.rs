@@ -138,7 +138,9 @@ pub trait Harness {
     /// [`reply_of`].
     fn register(&mut self, i: usize, name: &str, resources: &[&str]);
     /// Makes the calls concurrently and waits for every outcome.
-    fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>>;
+    fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>> {
+        self.calls_while_leaving(calls, usize::MAX)
+    }
     /// Node `i`'s member table.
     fn members(&mut self, i: usize) -> Vec<(NodeId, MemberState)>;
     /// The live providers of `function` in node `i`'s catalog.

@@ -163,10 +163,6 @@ impl<T: Transport> Harness for RealHarness<T> {
         r.unwrap_or_else(|e| panic!("register {name} on node {i}: {e}"));
     }
 
-    fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>> {
-        self.calls_while_leaving(calls, usize::MAX)
-    }
-
     fn calls_while_leaving(
         &mut self,
         calls: &[CallSpec],

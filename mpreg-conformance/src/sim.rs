@@ -129,10 +129,6 @@ impl Harness for SimHarness {
         );
     }
 
-    fn calls(&mut self, calls: &[CallSpec]) -> Vec<Result<Bytes, CallError>> {
-        self.calls_while_leaving(calls, usize::MAX)
-    }
-
     fn calls_while_leaving(
         &mut self,
         calls: &[CallSpec],
