@@ -8,9 +8,10 @@
 //! ```
 //!
 //! UDP has no connections, so each peer socket is one "connection" whose
-//! id is the socket's IPv4 address and port: a dial is answered at once
-//! with it, a datagram from a new socket is an accepted connection. Every
-//! rule — whom to talk to, when to give up, how to leave — is the core's.
+//! id is its port (every node here binds 127.0.0.1): a dial is answered at
+//! once with it, a datagram from a new port is an accepted connection.
+//! Every rule — whom to talk to, when to give up, how to leave — is the
+//! core's.
 
 use bytes::Bytes;
 use mpreg_proto::{
@@ -19,7 +20,7 @@ use mpreg_proto::{
 };
 use std::error::Error;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -31,16 +32,13 @@ fn now(epoch: Instant) -> Time {
     Time::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
-/// A peer socket's connection id, and back.
+/// A peer socket's connection id (its port), and back.
 fn conn_of(a: SocketAddr) -> ConnId {
-    match a {
-        SocketAddr::V4(a) => ConnId(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())),
-        SocketAddr::V6(_) => ConnId(u64::MAX), // this example binds 127.0.0.1
-    }
+    ConnId(a.port().into())
 }
 
 fn socket_of(c: ConnId) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(((c.0 >> 16) as u32).into(), c.0 as u16))
+    SocketAddr::from(([127, 0, 0, 1], c.0 as u16))
 }
 
 /// One node's thread: wait for a datagram or the next deadline, feed the

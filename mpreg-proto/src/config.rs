@@ -927,10 +927,11 @@ impl Config {
     /// peer heard from recently sleeps at least a quarter period, so a
     /// talking peer costs at most four wake-ups a period); the direct probe
     /// and the indirect probes time out; the suspicion runs its longest
-    /// course (no confirmations); the Dead verdict is broadcast. Connection handling adds nothing: a dial
-    /// backoff holds frames to the crashed peer, but the probe and
-    /// indirect-probe timeouts run on their own timers, and the indirect
-    /// probes and the verdict travel over other members' connections.
+    /// course (no confirmations); the Dead verdict is broadcast. Connection
+    /// handling adds nothing: a dial backoff holds frames to the crashed
+    /// peer, but the probe and indirect-probe timeouts run on their own
+    /// timers, and the indirect probes and the verdict travel over other
+    /// members' connections.
     pub fn detection_bound(&self, n: usize) -> Duration {
         let m = &self.membership;
         m.probe_period
