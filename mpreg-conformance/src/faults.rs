@@ -192,6 +192,7 @@ impl<T: Transport> TestTransport<T> {
 }
 
 impl<T: Transport> Transport for TestTransport<T> {
+    type Runtime = T::Runtime;
     type Sink = TestSink<T::Sink>;
     type Stream = TestStream<T::Stream>;
     type Listener = TestListener<T::Listener>;

@@ -125,6 +125,7 @@ async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
 }
 
 impl Transport for QuicTransport {
+    type Runtime = mpreg_tokio::Tokio;
     type Sink = QuicSink;
     type Stream = QuicStream;
     type Listener = QuicListener;

@@ -15,6 +15,7 @@
 
 use crate::api::{CallBuilder, Dispatch, FunctionEntry};
 use crate::conn::{self, ConnEvent, Outbox};
+use crate::runtime::{self, Runtime, Task, Timer};
 use crate::transport::Transport;
 use crate::ws::WsTransport;
 use bytes::Bytes;
@@ -75,6 +76,7 @@ enum ClientCommand {
 /// A connection to one node.
 #[derive(Debug, Clone)]
 pub struct Client {
+    timer: Timer,
     tx: mpsc::Sender<ClientCommand>,
     node: NodeId,
     cluster_id: String,
@@ -98,22 +100,25 @@ impl Client {
         if addr.url().is_none_or(|u| u.scheme != transport.scheme()) {
             return Err(ClientError::Url(url.to_string()));
         }
-        let (sink, stream) = tokio::time::timeout(timeout, transport.dial(&addr, MAX_CHUNK))
-            .await
-            .map_err(|_| ClientError::Timeout(url.to_string()))?
-            .map_err(|error| ClientError::Connect {
-                url: url.to_string(),
-                error,
-            })?;
+        let (sink, stream) =
+            runtime::timeout::<T::Runtime, _>(timeout, transport.dial(&addr, MAX_CHUNK))
+                .await
+                .ok_or_else(|| ClientError::Timeout(url.to_string()))?
+                .map_err(|error| ClientError::Connect {
+                    url: url.to_string(),
+                    error,
+                })?;
         let proto = ClientConn::new(None, CLIENT_MAX_FRAME);
         let outbox = Outbox::new([4 << 20, 4 << 20, 64 << 20]);
         let _ = outbox.push(TrafficClass::Control, Bytes::from(proto.hello()));
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
-        let writer = tokio::spawn(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
-        let reader = tokio::spawn(conn::run_reader((), stream, CLIENT_MAX_FRAME, ev_tx));
+        let writer =
+            runtime::spawn::<T::Runtime>(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
+        let reader =
+            runtime::spawn::<T::Runtime>(conn::run_reader((), stream, CLIENT_MAX_FRAME, ev_tx));
         // Wait for the node's hello.
         let mut proto = proto;
-        let hello = tokio::time::timeout(timeout, async {
+        let hello = runtime::timeout::<T::Runtime, _>(timeout, async {
             while let Some(((), ev)) = ev_rx.recv().await {
                 match ev {
                     ConnEvent::Frame(f) => {
@@ -133,21 +138,24 @@ impl Client {
         })
         .await;
         let (node, cluster_id) = match hello {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
                 writer.abort();
                 reader.abort();
                 return Err(e);
             }
-            Err(_) => {
+            None => {
                 writer.abort();
                 reader.abort();
                 return Err(ClientError::Timeout(url.to_string()));
             }
         };
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run_client(proto, outbox, rx, ev_rx, writer, reader));
+        T::Runtime::spawn(run_client::<T::Runtime>(
+            proto, outbox, rx, ev_rx, writer, reader,
+        ));
         Ok(Client {
+            timer: Timer::of::<T::Runtime>(),
             tx,
             node,
             cluster_id,
@@ -182,8 +190,8 @@ impl Client {
     }
 
     fn dispatch(&self) -> Dispatch {
-        let tx = self.tx.clone();
-        Box::new(move |c| Box::pin(call(tx, c)))
+        let (tx, timer) = (self.tx.clone(), self.timer);
+        Box::new(move |c| Box::pin(call(tx, timer, c)))
     }
 
     async fn query(&self, query: Query) -> Result<QueryAnswer, ClientError> {
@@ -192,9 +200,10 @@ impl Client {
             .send(ClientCommand::Query { query, reply })
             .await
             .map_err(|_| ClientError::Closed)?;
-        tokio::time::timeout(REPLY_SLACK * 2, rx)
+        self.timer
+            .timeout(REPLY_SLACK * 2, rx)
             .await
-            .map_err(|_| ClientError::Timeout(self.url.to_string()))?
+            .ok_or_else(|| ClientError::Timeout(self.url.to_string()))?
             .map_err(|_| ClientError::Closed)
     }
 
@@ -239,17 +248,21 @@ impl Client {
     }
 }
 
-async fn call(tx: mpsc::Sender<ClientCommand>, call: Call) -> Result<Bytes, CallError> {
+async fn call(
+    tx: mpsc::Sender<ClientCommand>,
+    timer: Timer,
+    call: Call,
+) -> Result<Bytes, CallError> {
     let budget = call.timeout.unwrap_or(DEFAULT_BUDGET);
     let (reply, rx) = oneshot::channel();
     let closed = || CallError::Unreachable;
     tx.send(ClientCommand::Call { call, reply })
         .await
         .map_err(|_| closed())?;
-    match tokio::time::timeout(budget + REPLY_SLACK, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(closed()),
-        Err(_) => Err(CallError::Timeout),
+    match timer.timeout(budget + REPLY_SLACK, rx).await {
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Err(closed()),
+        None => Err(CallError::Timeout),
     }
 }
 
@@ -258,15 +271,17 @@ enum Waiting {
     Query(oneshot::Sender<QueryAnswer>),
 }
 
-async fn run_client(
+async fn run_client<R: Runtime>(
     mut proto: ClientConn,
     outbox: std::sync::Arc<Outbox>,
     mut cmds: mpsc::Receiver<ClientCommand>,
     mut events: mpsc::Receiver<((), ConnEvent)>,
-    writer: tokio::task::JoinHandle<()>,
-    reader: tokio::task::JoinHandle<()>,
+    writer: Task,
+    reader: Task,
 ) {
     let mut waiting: HashMap<u64, Waiting> = HashMap::new();
+    // Whether the writer is still running when the loop ends.
+    let mut writing = true;
     loop {
         tokio::select! {
             cmd = cmds.recv() => {
@@ -308,7 +323,11 @@ async fn run_client(
                     Some(((), ConnEvent::TooLarge(n))) => {
                         tracing::warn!(size = n, "the node sent a frame above the client's limit");
                     }
-                    Some(((), ConnEvent::ReaderDone(_) | ConnEvent::WriterDone(_))) | None => break,
+                    Some(((), ConnEvent::ReaderDone(_))) => break,
+                    Some(((), ConnEvent::WriterDone(_))) | None => {
+                        writing = false;
+                        break;
+                    }
                 }
             }
         }
@@ -316,6 +335,17 @@ async fn run_client(
     // Pending calls fail as their senders drop (Unreachable).
     drop(waiting);
     outbox.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    if writing {
+        // Let the writer send what is queued and the close, for a while.
+        let written = async {
+            while let Some(((), ev)) = events.recv().await {
+                if matches!(ev, ConnEvent::WriterDone(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = runtime::timeout::<R, _>(Duration::from_secs(1), written).await;
+    }
+    writer.abort();
     reader.abort();
 }

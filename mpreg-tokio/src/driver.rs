@@ -11,6 +11,7 @@
 use crate::api::{FunctionEntry, Handler, Observed, Stats};
 use crate::config::RuntimeSettings;
 use crate::conn::{self, ConnEvent, Outbox};
+use crate::runtime::{self, Runtime, Task};
 use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -27,7 +28,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::{AbortHandle, spawn_local};
 
 /// How long a closing connection waits for the other half: after this
 /// node's close is written, for the peer's close (reading what it still
@@ -94,7 +94,7 @@ pub(crate) enum NetEvent<T: Transport> {
 
 struct Conn {
     outbox: Arc<Outbox>,
-    tasks: Vec<AbortHandle>,
+    tasks: Vec<Task>,
     /// The peer closed: how it ends once this side's close is written.
     peer_closed: Option<Closed>,
     /// This node's close is written.
@@ -115,9 +115,9 @@ pub(crate) struct Driver<T: Transport> {
     inv_tx: mpsc::UnboundedSender<(InvocationId, Result<Bytes, String>)>,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    dials: HashMap<Addr, AbortHandle>,
+    dials: HashMap<Addr, Task>,
     handlers: HashMap<(String, Version), Handler>,
-    running: HashMap<InvocationId, Option<AbortHandle>>,
+    running: HashMap<InvocationId, Option<Task>>,
     calls: HashMap<CallId, (u64, oneshot::Sender<Result<Bytes, CallError>>)>,
     tokens: HashMap<u64, CallId>,
     events: broadcast::Sender<Observed>,
@@ -206,20 +206,20 @@ impl<T: Transport> Driver<T> {
 
     /// Runs until every handle is gone or the core ordered a stop.
     pub(crate) async fn run(mut self, mut inputs: Inputs<T>, listener: T::Listener) {
-        let accept = spawn_local(accept_loop(
+        let accept = runtime::spawn_local::<T::Runtime>(accept_loop(
             self.transport.clone(),
             listener,
             self.net_tx.clone(),
             self.core.config().connections.dial_timeout,
         ));
-        let mut sweep = tokio::time::interval(LINGER / 5);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         while !self.stopped {
-            let wake = self
+            let core_wake = self
                 .core
                 .poll_timeout()
                 .map_or(far, |t| self.epoch + t.since_epoch());
+            let linger = self.linger_ends();
+            let wake = linger.map_or(core_wake, |l| l.min(core_wake));
             // Unbiased: a flood of application commands must not starve
             // incoming frames (probe acks), nor the reverse.
             tokio::select! {
@@ -230,8 +230,10 @@ impl<T: Transport> Driver<T> {
                 Some((id, ev)) = inputs.conn.recv() => self.on_conn_event(id, ev),
                 Some(ev) = inputs.net.recv() => self.on_net(ev),
                 Some((inv, r)) = inputs.inv.recv() => self.on_invocation_done(inv, r),
-                _ = sweep.tick() => self.sweep(),
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = T::Runtime::sleep_until(wake) => {}
+            }
+            if linger.is_some_and(|t| Instant::now() >= t) {
+                self.sweep();
             }
             // Fire due timers (checked here first, so the runtime and the
             // core agree on whether a deadline passed), then drain.
@@ -324,14 +326,13 @@ impl<T: Transport> Driver<T> {
         let (transport, tx, a) = (self.transport.clone(), self.net_tx.clone(), addr.clone());
         // The core gives up on the dial by itself; this bounds the task.
         let timeout = self.core.config().connections.dial_timeout;
-        let task = spawn_local(async move {
-            let result = match tokio::time::timeout(timeout, transport.dial(&a, MAX_CHUNK)).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")),
-            };
+        let task = runtime::spawn_local::<T::Runtime>(async move {
+            let result = runtime::timeout::<T::Runtime, _>(timeout, transport.dial(&a, MAX_CHUNK))
+                .await
+                .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")));
             let _ = tx.send(NetEvent::Dialed { addr: a, result });
         });
-        if let Some(old) = self.dials.insert(addr, task.abort_handle()) {
+        if let Some(old) = self.dials.insert(addr, task) {
             old.abort();
         }
     }
@@ -340,13 +341,13 @@ impl<T: Transport> Driver<T> {
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
         let outbox = Outbox::new(self.rt.queue_caps());
-        let w = spawn_local(conn::run_writer(
+        let w = runtime::spawn_local::<T::Runtime>(conn::run_writer(
             id,
             sink,
             outbox.clone(),
             self.conn_tx.clone(),
         ));
-        let r = spawn_local(conn::run_reader(
+        let r = runtime::spawn_local::<T::Runtime>(conn::run_reader(
             id,
             stream,
             self.max_frame,
@@ -356,7 +357,7 @@ impl<T: Transport> Driver<T> {
             id,
             Conn {
                 outbox,
-                tasks: vec![w.abort_handle(), r.abort_handle()],
+                tasks: vec![w, r],
                 peer_closed: None,
                 writer_done: false,
                 linger: None,
@@ -449,6 +450,14 @@ impl<T: Transport> Driver<T> {
                 }
             }
         }
+    }
+
+    /// When the first lingering connection's wait runs out.
+    fn linger_ends(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| c.linger.map(|(since, _)| since + LINGER))
+            .min()
     }
 
     /// Ends connections that waited [`LINGER`] for their other half.
@@ -600,18 +609,18 @@ impl<T: Transport> Driver<T> {
         match handler {
             Handler::Async(f) => {
                 let fut = f(inv.args);
-                let task = spawn_local(async move {
+                let task = runtime::spawn_local::<T::Runtime>(async move {
                     let r = AssertUnwindSafe(fut)
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| Err("the handler panicked".to_string()));
                     let _ = tx.send((id, r));
                 });
-                self.running.insert(id, Some(task.abort_handle()));
+                self.running.insert(id, Some(task));
             }
             Handler::Blocking(f) => {
                 let args = inv.args;
-                tokio::task::spawn_blocking(move || {
+                T::Runtime::spawn_blocking(move || {
                     let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(args)))
                         .unwrap_or_else(|_| Err("the handler panicked".to_string()));
                     let _ = tx.send((id, r));
@@ -639,22 +648,21 @@ async fn accept_loop<T: Transport>(
         match listener.accept().await {
             Ok((accepting, peer)) => {
                 let (transport, tx) = (transport.clone(), tx.clone());
-                spawn_local(async move {
-                    match tokio::time::timeout(timeout, transport.handshake(accepting, MAX_CHUNK))
-                        .await
-                    {
-                        Ok(Ok((sink, stream))) => {
+                T::Runtime::spawn_local(async move {
+                    let handshake = transport.handshake(accepting, MAX_CHUNK);
+                    match runtime::timeout::<T::Runtime, _>(timeout, handshake).await {
+                        Some(Ok((sink, stream))) => {
                             let _ = tx.send(NetEvent::Accepted { sink, stream, peer });
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "handshake timed out"),
+                        Some(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                        None => tracing::debug!(%peer, "handshake timed out"),
                     }
                 });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                T::Runtime::sleep_until(Instant::now() + Duration::from_millis(50)).await;
             }
         }
     }

@@ -56,7 +56,9 @@
 //!   Neither can delay probes.
 //!
 //! The drive loop only needs the [`Transport`] trait (dial, accept, send
-//! and receive messages), so another transport reuses all of it.
+//! and receive messages) and the [`Runtime`] its sockets belong to (run
+//! the node's thread, spawn tasks, a timer), so another transport or
+//! another executor reuses all of it.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
@@ -67,6 +69,7 @@ pub mod config;
 mod conn;
 mod driver;
 mod node;
+pub mod runtime;
 pub mod transport;
 mod ws;
 
@@ -74,6 +77,7 @@ pub use api::{CallBuilder, Events, FunctionEntry, Observed, Reply, Stats, Stoppe
 pub use client::{Client, ClientError};
 pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
 pub use node::{Node, NodeInfo, StartError};
+pub use runtime::{Runtime, Tokio};
 pub use transport::Transport;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
 

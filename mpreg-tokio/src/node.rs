@@ -7,9 +7,11 @@ use crate::api::{
 };
 use crate::config::Settings;
 use crate::driver::{Command, Driver};
+use crate::runtime::Runtime;
 use crate::transport::{Listener, Transport};
 use crate::ws::WsTransport;
 use bytes::Bytes;
+use futures_util::future::select;
 use mpreg_proto::{
     Addr, CallError, Config, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
     RegisterError, Time,
@@ -19,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Display;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -190,7 +193,9 @@ impl Node {
                 expected: format!("a {scheme}://host:port URL for this transport"),
             }));
         }
-        let (ready_tx, ready_rx) = oneshot::channel();
+        // One answer: from the node once it listens, or from its thread if
+        // the runtime cannot start.
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (events, first) = broadcast::channel(16_384);
         let (stopped_tx, stopped_rx) = watch::channel(false);
@@ -207,29 +212,18 @@ impl Node {
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(StartError::Thread(e)));
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    tokio::select! {
-                        _ = run_node(transport, settings, cmd_rx, ev, ready_tx) => {}
-                        _ = abort_rx => {}
-                    }
+                let ready = ready_tx.clone();
+                let started = T::Runtime::run_local(async move {
+                    let node = run_node(transport, settings, cmd_rx, ev, ready);
+                    select(pin!(node), abort_rx).await;
                 });
-                drop(local);
-                rt.shutdown_background();
+                if let Err(e) = started {
+                    let _ = ready_tx.try_send(Err(StartError::Thread(e)));
+                }
                 let _ = stopped_tx.send(true);
             })
             .map_err(StartError::Thread)?;
-        let (info, config) = ready_rx.await.map_err(|_| {
+        let (info, config) = ready_rx.recv().await.ok_or_else(|| {
             StartError::Thread(std::io::Error::other(
                 "the node's thread ended during start",
             ))
@@ -531,12 +525,12 @@ async fn run_node<T: Transport>(
     settings: Settings,
     cmd: mpsc::Receiver<Command>,
     events: broadcast::Sender<Observed>,
-    ready: oneshot::Sender<Ready>,
+    ready: mpsc::Sender<Ready>,
 ) {
     let listener = match transport.bind(&settings.host, settings.port).await {
         Ok(l) => l,
         Err(error) => {
-            let _ = ready.send(Err(StartError::Bind {
+            let _ = ready.try_send(Err(StartError::Bind {
                 host: settings.host.clone(),
                 port: settings.port,
                 error,
@@ -547,7 +541,7 @@ async fn run_node<T: Transport>(
     let port = match listener.local_addr() {
         Ok(a) => a.port(),
         Err(error) => {
-            let _ = ready.send(Err(StartError::Bind {
+            let _ = ready.try_send(Err(StartError::Bind {
                 host: settings.host.clone(),
                 port: settings.port,
                 error,
@@ -588,7 +582,7 @@ async fn run_node<T: Transport>(
     let core = match Core::new(config.clone(), identity, Time::ZERO) {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(StartError::Config(e.into())));
+            let _ = ready.try_send(Err(StartError::Config(e.into())));
             return;
         }
     };
@@ -614,12 +608,12 @@ async fn run_node<T: Transport>(
     for (name, h) in functions {
         let spec = spec(&name, res).idempotent(true);
         if let Err(error) = driver.register_now(spec, h) {
-            let _ = ready.send(Err(StartError::Register { name, error }));
+            let _ = ready.try_send(Err(StartError::Register { name, error }));
             return;
         }
     }
     driver.join_now(settings.seeds.clone());
-    if ready.send(Ok((info, config))).is_err() {
+    if ready.try_send(Ok((info, config))).is_err() {
         return;
     }
     driver.run(inputs, listener).await;

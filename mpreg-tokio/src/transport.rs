@@ -8,6 +8,7 @@
 //! carries them as WebSocket binary messages; a QUIC transport would carry
 //! them on a stream.
 
+use crate::runtime::Runtime;
 use bytes::Bytes;
 use mpreg_proto::Addr;
 use std::future::Future;
@@ -16,6 +17,8 @@ use std::net::SocketAddr;
 
 /// A way to listen for and open connections that carry messages.
 pub trait Transport: Clone + Send + Sync + 'static {
+    /// The executor its sockets belong to (the node's thread runs it).
+    type Runtime: Runtime;
     /// The sending half of a connection.
     type Sink: MessageSink;
     /// The receiving half of a connection.

@@ -44,6 +44,7 @@ fn io_err(e: WsError) -> io::Error {
 }
 
 impl Transport for WsTransport {
+    type Runtime = crate::Tokio;
     type Sink = WsSink;
     type Stream = WsStream;
     type Listener = WsListener;

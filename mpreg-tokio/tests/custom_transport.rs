@@ -27,6 +27,7 @@ fn halves(tcp: TcpStream, max: usize) -> io::Result<(LenSink, LenStream)> {
 }
 
 impl Transport for LenTcp {
+    type Runtime = mpreg_tokio::Tokio;
     type Sink = LenSink;
     type Stream = LenStream;
     type Listener = LenListener;
