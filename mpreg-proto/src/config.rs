@@ -428,7 +428,7 @@ pub struct Limits {
     pub max_dedup_bytes: usize,
     /// Announced-but-missing updates awaiting a graft. Default 65,536.
     pub max_missing_updates: usize,
-    /// Frames waiting in `poll_transmit`. Default 1,000,000.
+    /// `Send` orders waiting in `poll_order`. Default 1,000,000.
     pub max_queued_transmits: usize,
     /// Lazy announcements ("I have") waiting for one peer's batch; more
     /// send the batch at once. Default 65,536.

@@ -192,7 +192,7 @@ impl fmt::Debug for CallId {
 }
 
 /// Identifies one invocation of a handler on this node: the runtime receives
-/// it in [`Event::Invoke`](crate::Event::Invoke) and hands it back in
+/// it in [`Order::Invoke`](crate::Order::Invoke) and hands it back in
 /// [`Node::complete_invocation`](crate::Node::complete_invocation).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

@@ -2,7 +2,7 @@
 //!
 //! Tests over real sockets never sleep for a fixed time and assume: they
 //! poll an observable condition until a deadline ([`eventually`]). The
-//! sans-IO core has its own drivers for tests ([`mpreg_proto::testing`]);
+//! sans-IO core has its own drivers for tests (`mpreg_proto::testing`);
 //! this crate is for tests of the runtimes, the CLI and the conformance
 //! suite.
 //!

@@ -30,7 +30,10 @@
 //!
 //! ## The runtime (DESIGN §5)
 //!
-//! Each node runs on its own thread with a current-thread tokio runtime.
+//! Each node runs on its own thread, with a current-thread runtime for
+//! [`Tokio`] (another [`Runtime`] brings its own executor: see
+//! `tests/async_std_nodes.rs`, async-std nodes in one cluster with tokio
+//! nodes).
 //! Every protocol rule — connections (dials, backoff, keys, the
 //! simultaneous-dial tie-break, idle close, the cap), the phases of a
 //! leave, handler budgets — is the core's; this crate carries out its

@@ -396,7 +396,7 @@ impl Node {
     }
 
     /// A call with JSON arguments (a tuple is a list of positional
-    /// arguments). Await it for the [`Reply`].
+    /// arguments). Await it for the [`Reply`](crate::Reply).
     pub fn call<A: Serialize + ?Sized>(&self, function: &str, args: &A) -> CallBuilder {
         CallBuilder::new(self.dispatch(), function, serde_json::to_vec(args))
     }

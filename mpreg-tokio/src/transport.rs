@@ -3,7 +3,7 @@
 //! and priority queues, the application API — is shared by every transport.
 //!
 //! A transport moves **messages** (byte strings of at most
-//! [`MAX_CHUNK`](crate::chunk::MAX_CHUNK) bytes) over ordered, reliable
+//! [`MAX_CHUNK`](mpreg_proto::chunk::MAX_CHUNK) bytes) over ordered, reliable
 //! connections, in both directions. [`WsTransport`](crate::WsTransport)
 //! carries them as WebSocket binary messages; a QUIC transport would carry
 //! them on a stream.

@@ -123,19 +123,23 @@ pub struct MemberView {
 ///   [`catalog`](Node::catalog), [`metrics`](Node::metrics), …;
 /// * **`handle_*`** — inputs from the network and the clock:
 ///   [`handle_frame`](Node::handle_frame),
-///   [`handle_timeout`](Node::handle_timeout),
-///   [`handle_connected`](Node::handle_connected),
-///   [`handle_unreachable`](Node::handle_unreachable);
+///   [`handle_timeout`](Node::handle_timeout), and the connections' news
+///   by the runtime's ids: [`handle_dialed`](Node::handle_dialed),
+///   [`handle_dial_failed`](Node::handle_dial_failed),
+///   [`handle_accepted`](Node::handle_accepted),
+///   [`handle_closed`](Node::handle_closed);
 /// * **commands** from the application: [`join`](Node::join),
 ///   [`leave`](Node::leave), [`register`](Node::register),
 ///   [`unregister`](Node::unregister), [`call`](Node::call),
 ///   [`cancel`](Node::cancel),
 ///   [`complete_invocation`](Node::complete_invocation);
-/// * **`poll_*`** — outputs: [`poll_transmit`](Node::poll_transmit),
-///   [`poll_event`](Node::poll_event), [`poll_timeout`](Node::poll_timeout).
+/// * **`poll_*`** — outputs: orders to the runtime
+///   ([`poll_order`](Node::poll_order)), news for the application
+///   ([`poll_event`](Node::poll_event)) and the next deadline
+///   ([`poll_timeout`](Node::poll_timeout)).
 ///
-/// After **every** input or command, drain `poll_transmit` and `poll_event`
-/// until they return `None`, then ask `poll_timeout` for the next deadline
+/// After **every** input or command, drain `poll_order` and `poll_event`
+/// until both return `None`, then ask `poll_timeout` for the next deadline
 /// and call `handle_timeout` when it passes. See the crate docs for the
 /// complete loop.
 #[derive(Debug)]
@@ -883,7 +887,7 @@ impl Node {
         r
     }
 
-    /// The result of a handler started by [`Event::Invoke`]. An `Err` is the
+    /// The result of a handler started by [`Order::Invoke`]. An `Err` is the
     /// handler's error message, delivered as `HandlerFailed`.
     pub fn complete_invocation(
         &mut self,
