@@ -1,19 +1,21 @@
 //! `mpreg bench`: call throughput and latency on loopback, beside a bare
 //! echo over the same transport, with the client in another process.
 //!
-//! The parent process is the client. For each transport it starts a child
-//! (`mpreg bench-serve`) that runs one mpreg node serving `bench.echo` (a
-//! raw-bytes echo) and, on another port, a bare echo server over the same
-//! [`Transport`] (no mpreg framing, no core: messages straight back). The
-//! client measures both with the same payloads and calls in flight, cell
+//! The parent process is the client. For each transport and server
+//! executor it starts a child (`mpreg bench-serve`) that runs one mpreg
+//! node serving `bench.echo` (a raw-bytes echo) and, on another port, a
+//! bare echo server over the same [`Transport`] on the same executor (no
+//! mpreg framing, no core: messages straight back). The client (always on
+//! tokio) measures both with the same payloads and calls in flight, cell
 //! by cell, in one run; `--runs N` repeats the whole table and reports
 //! medians.
 
 use crate::net::Kind;
 use bytes::Bytes;
 use clap::Args;
+use mpreg_drive::Runtime;
 use mpreg_tokio::transport::{Listener, MessageSink, MessageStream, Transport};
-use mpreg_tokio::{Addr, Client, FunctionSpec, Node, Settings, WsTransport};
+use mpreg_tokio::{Addr, Client, FunctionSpec, Settings, Tokio, WsTransport};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -27,6 +29,9 @@ pub(crate) struct BenchArgs {
     /// Transports to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Kind::Ws, Kind::Quic])]
     transport: Vec<Kind>,
+    /// Executors of the server process (async-std serves WebSocket only).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Executor::Tokio, Executor::AsyncStd])]
+    runtime: Vec<Executor>,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [16usize, 65_536])]
     payload: Vec<usize>,
@@ -49,6 +54,27 @@ pub(crate) struct ServeArgs {
     /// Transport.
     #[arg(long, value_enum)]
     transport: Kind,
+    /// Executor.
+    #[arg(long, value_enum, default_value_t = Executor::Tokio)]
+    runtime: Executor,
+}
+
+/// An executor the server process can run on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Executor {
+    /// tokio (mpreg-tokio).
+    Tokio,
+    /// async-std (mpreg-async-std).
+    AsyncStd,
+}
+
+impl Executor {
+    fn name(self) -> &'static str {
+        match self {
+            Executor::Tokio => "tokio",
+            Executor::AsyncStd => "async-std",
+        }
+    }
 }
 
 /// One measurement.
@@ -97,9 +123,14 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         std::process::exit(0);
     });
-    let r = match a.transport {
-        Kind::Ws => serve_with(WsTransport, WsTransport).await,
-        Kind::Quic => match (
+    let r = match (a.transport, a.runtime) {
+        (Kind::Ws, Executor::AsyncStd) => {
+            let t = mpreg_async_std::WsTransport;
+            serve_with(t, t).await
+        }
+        (Kind::Quic, Executor::AsyncStd) => Err("QUIC runs on tokio only".into()),
+        (Kind::Ws, Executor::Tokio) => serve_with(WsTransport, WsTransport).await,
+        (Kind::Quic, Executor::Tokio) => match (
             mpreg_quic::QuicTransport::self_signed(),
             mpreg_quic::QuicTransport::self_signed(),
         ) {
@@ -117,7 +148,7 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
 }
 
 async fn serve_with<T: Transport>(node_t: T, echo_t: T) -> Result<(), String> {
-    let node = Node::start_with(node_t, Settings::local())
+    let node = mpreg_drive::Node::<T::Runtime>::start_with(node_t, Settings::local())
         .await
         .map_err(|e| e.to_string())?;
     node.register_raw(
@@ -138,7 +169,8 @@ async fn serve_with<T: Transport>(node_t: T, echo_t: T) -> Result<(), String> {
             continue;
         };
         let t = echo_t.clone();
-        tokio::spawn(async move {
+        // On the transport's own executor, like the node's connections.
+        T::Runtime::spawn(async move {
             let Ok((mut sink, mut stream)) = t.handshake(accepting, ECHO_MAX).await else {
                 return;
             };
@@ -167,14 +199,14 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(kind: Kind) -> Result<Server, String> {
+fn spawn_server(kind: Kind, runtime: Executor) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let t = match kind {
         Kind::Ws => "ws",
         Kind::Quic => "quic",
     };
     let mut child = Command::new(exe)
-        .args(["bench-serve", "--transport", t])
+        .args(["bench-serve", "--transport", t, "--runtime", runtime.name()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -278,14 +310,15 @@ async fn calls(
     Ok(figures(all, measure))
 }
 
-type Cell = (Kind, usize, usize);
+type Cell = (Kind, Executor, usize, usize);
 
-async fn run_once<T: Transport>(
+async fn run_once<T: Transport<Runtime = Tokio>>(
     kind: Kind,
+    runtime: Executor,
     t: T,
     a: &BenchArgs,
 ) -> Result<Vec<(Cell, Figures, Figures)>, String> {
-    let server = spawn_server(kind)?;
+    let server = spawn_server(kind, runtime)?;
     let client = Client::connect_with(t.clone(), &server.node, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
@@ -296,7 +329,7 @@ async fn run_once<T: Transport>(
         for &inflight in &a.inflight {
             let echo = bare_echo(&t, &server.echo, size, inflight, warm, measure).await?;
             let call = calls(&client, size, inflight, warm, measure).await?;
-            out.push(((kind, size, inflight), echo, call));
+            out.push(((kind, runtime, size, inflight), echo, call));
         }
     }
     Ok(out)
@@ -334,14 +367,21 @@ async fn bench(a: BenchArgs) -> Result<(), String> {
     for r in 0..a.runs {
         let mut this = Vec::new();
         for &kind in &a.transport {
-            let cells = match kind {
-                Kind::Ws => run_once(kind, WsTransport, &a).await?,
-                Kind::Quic => {
-                    let t = mpreg_quic::QuicTransport::self_signed().map_err(|e| e.to_string())?;
-                    run_once(kind, t, &a).await?
-                }
-            };
-            this.extend(cells);
+            for &runtime in &a.runtime {
+                let cells = match (kind, runtime) {
+                    (Kind::Quic, Executor::AsyncStd) => continue,
+                    (Kind::Ws, _) => run_once(kind, runtime, WsTransport, &a).await?,
+                    (Kind::Quic, _) => {
+                        let t =
+                            mpreg_quic::QuicTransport::self_signed().map_err(|e| e.to_string())?;
+                        run_once(kind, runtime, t, &a).await?
+                    }
+                };
+                this.extend(cells);
+            }
+        }
+        if this.is_empty() {
+            return Err("nothing to measure: async-std serves WebSocket only".into());
         }
         if a.verbose {
             say!("run {}:", r + 1);
@@ -378,16 +418,17 @@ async fn bench(a: BenchArgs) -> Result<(), String> {
 
 fn print_table(rows: &[(Cell, Figures, Figures)]) {
     say!(
-        "| transport | payload | in flight | bare echo /s | echo p50 µs | echo p99 µs | mpreg calls /s | call p50 µs | call p99 µs | calls/echo |"
+        "| transport | server | payload | in flight | bare echo /s | echo p50 µs | echo p99 µs | mpreg calls /s | call p50 µs | call p99 µs | calls/echo |"
     );
-    say!("|---|---|---|---|---|---|---|---|---|---|");
-    for ((kind, size, inflight), e, c) in rows {
+    say!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((kind, runtime, size, inflight), e, c) in rows {
         let t = match kind {
             Kind::Ws => "WebSocket",
             Kind::Quic => "QUIC",
         };
         say!(
-            "| {t} | {} | {inflight} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            "| {t} | {} | {} | {inflight} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            runtime.name(),
             size_label(*size),
             e.per_sec,
             e.p50_us,

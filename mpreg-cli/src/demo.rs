@@ -3,7 +3,8 @@
 
 use crate::net::{self, Kind};
 use clap::Args;
-use mpreg_tokio::{Event, FunctionSpec, Node, NodeId, Observed, Settings};
+use mpreg_drive::Node;
+use mpreg_tokio::{Event, FunctionSpec, NodeId, Observed, Settings};
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -16,7 +16,8 @@ mod net;
 
 use clap::{Args, Parser, Subcommand};
 use mpreg_tokio::config::{
-    ConfigError, Layer, PolicyKind, check_names, parse_bridge, parse_duration, parse_seed,
+    ConfigError, EXECUTORS, Layer, PolicyKind, check_names, parse_bridge, parse_duration,
+    parse_seed,
 };
 use mpreg_tokio::{Policy, Settings, Topology, VersionReq};
 use std::path::PathBuf;
@@ -117,6 +118,10 @@ struct StartArgs {
     /// node's resources (repeatable).
     #[arg(long = "fn-echo", value_name = "NAME")]
     fn_echo: Vec<String>,
+    /// The executor the node runs on: tokio or async-std (WebSocket only)
+    /// [default: tokio]. Nodes of both kinds form one cluster.
+    #[arg(long, value_name = "EXECUTOR")]
+    runtime: Option<String>,
     #[command(flatten)]
     federation: FederationArgs,
 }
@@ -260,6 +265,16 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
     if !a.fn_echo.is_empty() {
         l.set("echo_functions", a.fn_echo.clone());
     }
+    if let Some(r) = &a.runtime {
+        if !EXECUTORS.contains(&r.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "--runtime".into(),
+                value: r.clone(),
+                expected: "tokio or async-std".into(),
+            });
+        }
+        l.set("runtime.executor", r.as_str());
+    }
     federation_flags(&a.federation, &mut l)?;
     if let Some(url) = &a.listen {
         let (k, host, port) = net::parse_listen(url).ok_or_else(|| ConfigError::Invalid {
@@ -338,6 +353,7 @@ async fn server_start(a: StartArgs) -> ExitCode {
     let info = node.info().clone();
     let m = &node.config().membership;
     say!("MPREG_URL={}", info.addr);
+    say!("MPREG_RUNTIME={}", net::executor(&settings));
     say!("MPREG_NODE_ID={}", info.id);
     say!("MPREG_NAME={}", info.name);
     say!("MPREG_CLUSTER_ID={}", info.cluster_id);
@@ -386,8 +402,12 @@ async fn server_start(a: StartArgs) -> ExitCode {
         node.config().detection_bound(10)
     );
     eprintln!(
-        "mpreg: node {:?} ({}) of cluster {:?} listening on {}; SIGINT/SIGTERM to leave",
-        info.name, info.id, info.cluster_id, info.addr
+        "mpreg: node {:?} ({}) of cluster {:?} listening on {} ({}); SIGINT/SIGTERM to leave",
+        info.name,
+        info.id,
+        info.cluster_id,
+        info.addr,
+        net::executor(&settings)
     );
     wait_for_signal().await;
     eprintln!("mpreg: leaving");

@@ -1,9 +1,11 @@
-//! Transport selection by URL scheme: `ws://` (WebSocket, mpreg-tokio) or
-//! `quic://` (mpreg-quic). Everything above the transport is the same code.
+//! Transport selection by URL scheme: `ws://` (WebSocket, on tokio or
+//! async-std) or `quic://` (mpreg-quic, on tokio). Everything above the
+//! transport and the executor is the same code.
 
 use clap::{Args, ValueEnum};
+use mpreg_drive::Node;
 use mpreg_quic::QuicConfig;
-use mpreg_tokio::{Client, Node, Settings, StartError, WsTransport};
+use mpreg_tokio::{Client, Settings, StartError, WsTransport};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,18 +77,31 @@ fn start_failure(e: StartError) -> Failure {
     }
 }
 
-/// Starts a node over `kind`.
+/// The executor `s` names (`runtime.executor`), tokio when none.
+pub(crate) fn executor(s: &Settings) -> &str {
+    s.runtime.executor.as_deref().unwrap_or("tokio")
+}
+
+/// Starts a node over `kind` on the executor the settings name.
 pub(crate) async fn start(kind: Kind, tls: &QuicConfig, s: Settings) -> Result<Node, Failure> {
-    match kind {
-        Kind::Ws => Node::start_with(WsTransport, s)
+    let node = match (kind, executor(&s)) {
+        (Kind::Ws, "async-std") => mpreg_async_std::Node::start(s).await.map(|n| n.erase()),
+        (Kind::Quic, "async-std") => {
+            return Err(Failure::Config(
+                "QUIC runs on tokio only: use --runtime tokio, or a ws:// URL with async-std"
+                    .into(),
+            ));
+        }
+        (Kind::Ws, _) => mpreg_tokio::Node::start_with(WsTransport, s)
             .await
-            .map_err(start_failure),
-        Kind::Quic => {
+            .map(|n| n.erase()),
+        (Kind::Quic, _) => {
             let t =
                 mpreg_quic::QuicTransport::new(tls).map_err(|e| Failure::Config(e.to_string()))?;
-            Node::start_with(t, s).await.map_err(start_failure)
+            mpreg_tokio::Node::start_with(t, s).await.map(|n| n.erase())
         }
-    }
+    };
+    node.map_err(start_failure)
 }
 
 /// Connects a client to `url`, over the transport its scheme names.

@@ -15,9 +15,9 @@
 //! sends a frame of a message kind no current build knows, [`NEW_KIND`].
 
 use bytes::Bytes;
+use mpreg_drive::transport::{Listener, MessageSink, MessageStream, Transport};
 use mpreg_proto::wire::{self, Message, PROTOCOL_VERSION};
 use mpreg_proto::{Addr, chunk};
-use mpreg_tokio::transport::{Listener, MessageSink, MessageStream, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;

@@ -1,13 +1,15 @@
-//! A runtime over real loopback sockets as a [`Harness`]: mpreg-tokio's
-//! nodes over any [`Transport`] (WebSocket, QUIC), each wrapped in a
-//! [`TestTransport`].
+//! A runtime over real loopback sockets as a [`Harness`]: nodes of any
+//! executor over any [`Transport`] (WebSocket on tokio or async-std, QUIC),
+//! each wrapped in a [`TestTransport`]. The harness drives them from a
+//! tokio thread through their executor-independent handles.
 
 use crate::faults::{FaultNet, TestTransport};
 use crate::{CallSpec, Change, Harness, SLOW, Seen, config, reply_of};
 use bytes::Bytes;
+use mpreg_drive::Runtime;
+use mpreg_drive::transport::Transport;
+use mpreg_drive::{Event, Events, Node, Settings};
 use mpreg_proto::{CallError, Config, FunctionSpec, MemberState, Metrics, NodeId};
-use mpreg_tokio::transport::Transport;
-use mpreg_tokio::{Event, Events, Node, Settings};
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,8 +107,9 @@ impl<T: Transport> RealHarness<T> {
         s.protocol.connections.dial_timeout = Duration::from_secs(2);
         let node = self
             .rt
-            .block_on(Node::start_with(transport, s))
-            .unwrap_or_else(|e| panic!("{}: node {i} did not start: {e}", self.name));
+            .block_on(Node::<T::Runtime>::start_with(transport, s))
+            .unwrap_or_else(|e| panic!("{}: node {i} did not start: {e}", self.name))
+            .erase();
         self.net.add(i, node.addr());
         node
     }
@@ -156,7 +159,8 @@ impl<T: Transport> Harness for RealHarness<T> {
             .rt
             .block_on(self.node(i).register_raw(spec, move |args| async move {
                 if slow {
-                    tokio::time::sleep(SLOW).await;
+                    // On the node's own executor: handlers run there.
+                    T::Runtime::sleep_until(Instant::now() + SLOW).await;
                 }
                 Ok(reply_of(i, &args))
             }));

@@ -15,7 +15,7 @@
 //! # }
 //! ```
 
-use mpreg_tokio::{Client, MemberState, MemberView, Node, NodeId};
+use mpreg_drive::{Client, MemberState, MemberView, Node, NodeId, Runtime};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -48,13 +48,13 @@ pub trait Members {
     fn member_table(&self) -> impl Future<Output = Vec<MemberView>>;
 }
 
-impl Members for Node {
+impl<Rt> Members for Node<Rt> {
     async fn member_table(&self) -> Vec<MemberView> {
         self.members().await.unwrap_or_default()
     }
 }
 
-impl Members for Client {
+impl<Rt: Runtime> Members for Client<Rt> {
     async fn member_table(&self) -> Vec<MemberView> {
         self.members().await.unwrap_or_default()
     }

@@ -1,17 +1,17 @@
 //! WebSocket transport: one TCP connection per peer, every message a
-//! WebSocket binary message (tokio-tungstenite).
+//! WebSocket binary message (tokio-tungstenite; the mapping of messages is
+//! [`mpreg_drive::tungstenite`]'s).
 
-use crate::transport::{Listener, MessageSink, MessageStream, Transport};
-use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use mpreg_drive::transport::{Listener, Transport};
+use mpreg_drive::tungstenite::{self as ws, WsSink as Sink, WsStream as Stream};
 use mpreg_proto::Addr;
 use std::io;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 /// WebSocket over TCP (`ws://host:port`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,25 +22,14 @@ pub struct WsTransport;
 pub struct WsListener(TcpListener);
 
 /// Sending half of a WebSocket connection.
-#[derive(Debug)]
-pub struct WsSink(SplitSink<WebSocketStream<TcpStream>, Message>);
+pub type WsSink = Sink<SplitSink<WebSocketStream<TcpStream>, Message>>;
 
 /// Receiving half of a WebSocket connection.
-#[derive(Debug)]
-pub struct WsStream(SplitStream<WebSocketStream<TcpStream>>);
+pub type WsStream = Stream<SplitStream<WebSocketStream<TcpStream>>>;
 
-fn ws_config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-        .write_buffer_size(64 * 1024)
-}
-
-fn io_err(e: WsError) -> io::Error {
-    match e {
-        WsError::Io(e) => e,
-        other => io::Error::other(other),
-    }
+fn halves(ws: WebSocketStream<TcpStream>) -> (WsSink, WsStream) {
+    let (sink, stream) = ws.split();
+    (Sink(sink), Stream(stream))
 }
 
 impl Transport for WsTransport {
@@ -59,27 +48,13 @@ impl Transport for WsTransport {
     }
 
     async fn dial(&self, addr: &Addr, max_message: usize) -> io::Result<(WsSink, WsStream)> {
-        let auth = addr
-            .url()
-            .filter(|u| u.scheme == "ws")
-            .map(|u| u.authority)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("not a ws:// URL: {addr}"),
-                )
-            })?;
-        let tcp = TcpStream::connect(auth).await?;
+        let tcp = TcpStream::connect(ws::authority(addr)?).await?;
         tcp.set_nodelay(true)?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            addr.as_str(),
-            tcp,
-            Some(ws_config(max_message)),
-        )
-        .await
-        .map_err(io_err)?;
-        let (sink, stream) = ws.split();
-        Ok((WsSink(sink), WsStream(stream)))
+        let config = Some(ws::config(max_message));
+        let (ws, _) = tokio_tungstenite::client_async_with_config(addr.as_str(), tcp, config)
+            .await
+            .map_err(ws::io_err)?;
+        Ok(halves(ws))
     }
 
     async fn handshake(
@@ -88,11 +63,10 @@ impl Transport for WsTransport {
         max_message: usize,
     ) -> io::Result<(WsSink, WsStream)> {
         tcp.set_nodelay(true)?;
-        let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(max_message)))
+        let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws::config(max_message)))
             .await
-            .map_err(io_err)?;
-        let (sink, stream) = ws.split();
-        Ok((WsSink(sink), WsStream(stream)))
+            .map_err(ws::io_err)?;
+        Ok(halves(ws))
     }
 }
 
@@ -105,43 +79,5 @@ impl Listener for WsListener {
 
     async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         self.0.accept().await
-    }
-}
-
-impl MessageSink for WsSink {
-    async fn feed(&mut self, message: Bytes) -> io::Result<()> {
-        self.0.feed(Message::Binary(message)).await.map_err(io_err)
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().await.map_err(io_err)
-    }
-
-    async fn close(&mut self) -> io::Result<()> {
-        match self.0.close().await {
-            Ok(()) | Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => Ok(()),
-            Err(e) => Err(io_err(e)),
-        }
-    }
-}
-
-impl MessageStream for WsStream {
-    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
-        loop {
-            match self.0.next().await {
-                None | Some(Err(WsError::ConnectionClosed)) | Some(Ok(Message::Close(_))) => {
-                    return Ok(None);
-                }
-                Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
-                Some(Ok(Message::Text(_))) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text message on an mpreg connection",
-                    ));
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Err(e)) => return Err(io_err(e)),
-            }
-        }
     }
 }

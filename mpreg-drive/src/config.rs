@@ -3,7 +3,7 @@
 //! flags — each later layer overrides the earlier ones, key by key.
 //!
 //! ```
-//! use mpreg_tokio::config::{Layer, Settings};
+//! use mpreg_drive::config::{Layer, Settings};
 //! use std::time::Duration;
 //!
 //! let file = Layer::from_toml(r#"
@@ -57,7 +57,7 @@ use toml::{Table, Value};
 pub use mpreg_proto::config::duration::parse as parse_duration;
 
 /// Environment variables read by [`Layer::from_env`].
-pub const ENV_VARS: [&str; 8] = [
+pub const ENV_VARS: [&str; 9] = [
     "MPREG_HOST",
     "MPREG_PORT",
     "MPREG_NAME",
@@ -66,7 +66,20 @@ pub const ENV_VARS: [&str; 8] = [
     "MPREG_RESOURCES",
     "MPREG_GOSSIP_INTERVAL",
     "MPREG_TOPOLOGY",
+    "MPREG_RUNTIME",
 ];
+
+/// The executors mpreg-rs has adapters for (`runtime.executor`).
+pub const EXECUTORS: [&str; 2] = ["tokio", "async-std"];
+const EXECUTOR_NAMES: &str = "tokio or async-std";
+
+fn check_executor(key: &str, v: &str) -> Result<(), ConfigError> {
+    if EXECUTORS.contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(key, v, EXECUTOR_NAMES))
+    }
+}
 
 /// A configuration value that cannot work. Nothing was started.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -111,12 +124,18 @@ fn invalid(key: impl Into<String>, value: impl Into<String>, expected: &str) -> 
     }
 }
 
-/// What the runtime alone decides: how much a connection may queue. Every
-/// rule of the protocol, connections and leave included, is the core's
-/// ([`Config`]).
+/// What the runtime alone decides: its executor and how much a connection
+/// may queue. Every rule of the protocol, connections and leave included,
+/// is the core's ([`Config`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
+    /// The executor the node runs on (one of [`EXECUTORS`]; TOML also
+    /// takes `runtime = "async-std"` for this key alone). The `mpreg`
+    /// binary starts the node on it (default tokio). A library picks the
+    /// executor by the adapter crate it starts the node with; when this is
+    /// set to another one the node refuses to start rather than ignore it.
+    pub executor: Option<String>,
     /// Per-connection cap of queued control frames. Default 4 MiB.
     pub queue_control_bytes: usize,
     /// Per-connection cap of queued broadcast frames. Default 32 MiB.
@@ -128,6 +147,7 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
+            executor: None,
             queue_control_bytes: 4 << 20,
             queue_broadcast_bytes: 32 << 20,
             queue_call_bytes: 64 << 20,
@@ -309,6 +329,9 @@ impl File {
         }
         for f in self.echo_functions.iter().flatten() {
             check_text(&key("echo_functions"), f, false)?;
+        }
+        if let Some(e) = &self.runtime.executor {
+            check_executor(&key("runtime.executor"), e)?;
         }
         let f = &self.federation;
         if let Some(p) = &f.policy {
@@ -501,6 +524,11 @@ impl Layer {
             message: message.trim().replace('\n', " "),
         };
         let mut table: Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        // `runtime = "async-std"` names the executor alone.
+        if let Some(Value::String(e)) = table.get("runtime") {
+            let executor = Table::from_iter([("executor".to_string(), Value::String(e.clone()))]);
+            table.insert("runtime".into(), Value::Table(executor));
+        }
         let file: File = table
             .clone()
             .try_into()
@@ -580,6 +608,10 @@ impl Layer {
         if let Some(v) = var("MPREG_TOPOLOGY") {
             Topology::parse(&v).ok_or_else(|| invalid("MPREG_TOPOLOGY", &v, TOPOLOGY_NAMES))?;
             l.set("topology", v);
+        }
+        if let Some(v) = var("MPREG_RUNTIME") {
+            check_executor("MPREG_RUNTIME", v.trim())?;
+            l.set("runtime.executor", v.trim());
         }
         Ok(l)
     }
@@ -821,6 +853,9 @@ impl Settings {
         for f in &self.echo_functions {
             check_text("echo_functions", f, false)?;
         }
+        if let Some(e) = &self.runtime.executor {
+            check_executor("runtime.executor", e)?;
+        }
         let mut protocol = self.protocol.clone();
         protocol.cluster_id = self.cluster_id.clone();
         protocol.name = self.name.clone();
@@ -942,6 +977,7 @@ mod tests {
             ("MPREG_GOSSIP_INTERVAL", "fast"),
             ("MPREG_GOSSIP_INTERVAL", "0"),
             ("MPREG_TOPOLOGY", "ring"),
+            ("MPREG_RUNTIME", "smol"),
         ];
         for (k, v) in cases {
             let e = Layer::from_env(env(&[(k, v)])).unwrap_err();
@@ -962,6 +998,29 @@ mod tests {
         .unwrap()])
         .unwrap_err();
         assert!(e.to_string().contains("probe_timeout_max"), "{e}");
+    }
+
+    #[test]
+    fn the_executor_comes_from_toml_either_way_the_environment_or_a_flag() {
+        let executor = |layers: Vec<Layer>| Settings::resolve(layers).unwrap().runtime.executor;
+        assert_eq!(executor(vec![]), None);
+        let short = Layer::from_toml("runtime = \"async-std\"", "a.toml").unwrap();
+        assert_eq!(executor(vec![short.clone()]), Some("async-std".into()));
+        let long = Layer::from_toml(
+            "[runtime]\nexecutor = \"tokio\"\nqueue_call_bytes = 9",
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(executor(vec![short.clone(), long]), Some("tokio".into()));
+        let env = Layer::from_env(env(&[("MPREG_RUNTIME", "tokio")])).unwrap();
+        assert_eq!(executor(vec![short.clone(), env]), Some("tokio".into()));
+        let mut flag = Layer::default();
+        flag.set("runtime.executor", "async-std");
+        assert_eq!(executor(vec![flag]), Some("async-std".into()));
+        for bad in ["runtime = \"smol\"", "[runtime]\nexecutor = \"smol\""] {
+            let e = Layer::from_toml(bad, "c.toml").unwrap_err().to_string();
+            assert!(e.contains("runtime.executor") && e.contains("smol"), "{e}");
+        }
     }
 
     #[test]

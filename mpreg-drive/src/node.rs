@@ -7,9 +7,8 @@ use crate::api::{
 };
 use crate::config::Settings;
 use crate::driver::{Command, Driver};
-use crate::runtime::Runtime;
+use crate::runtime::{AnyRuntime, DefaultTransport, Runtime};
 use crate::transport::{Listener, Transport};
-use crate::ws::WsTransport;
 use bytes::Bytes;
 use futures_util::future::select;
 use mpreg_proto::{
@@ -19,8 +18,9 @@ use mpreg_proto::{
 use semver::Version;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,11 +88,13 @@ struct Inner {
 
 /// A running node: a cheap handle to a drive loop on its own thread.
 ///
-/// The node runs on a dedicated thread with a current-thread tokio runtime
-/// (its drive loop, connections and async handlers); blocking handlers run
-/// on that runtime's blocking pool. When the last handle is dropped the node
-/// stops at once, like [`abort`](Node::abort); call [`leave`](Node::leave)
-/// for a graceful exit.
+/// The node runs on a dedicated thread with the executor `Rt` (its drive
+/// loop, connections and async handlers; blocking handlers run on that
+/// executor's blocking pool). `Rt` only says how the node was started:
+/// [`erase`](Node::erase) gives the same handle as a plain `Node`, so
+/// nodes of different executors can be held together. When the last
+/// handle is dropped the node stops at once, like [`abort`](Node::abort);
+/// call [`leave`](Node::leave) for a graceful exit.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -109,9 +111,24 @@ struct Inner {
 /// b.leave().await;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
-pub struct Node {
+pub struct Node<Rt = AnyRuntime> {
     inner: Arc<Inner>,
+    runtime: PhantomData<fn() -> Rt>,
+}
+
+impl<Rt> Clone for Node<Rt> {
+    fn clone(&self) -> Self {
+        Node {
+            inner: self.inner.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<Rt> fmt::Debug for Node<Rt> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node").field("inner", &self.inner).finish()
+    }
 }
 
 fn os_random_u128() -> u128 {
@@ -161,18 +178,32 @@ fn spec(name: &str, resources: impl IntoIterator<Item = impl AsRef<str>>) -> Fun
     FunctionSpec::new(name).resources(resources)
 }
 
-impl Node {
-    /// Starts a node over WebSockets.
-    pub async fn start(settings: Settings) -> Result<Node, StartError> {
-        Node::start_with(WsTransport, settings).await
+impl<Rt: DefaultTransport> Node<Rt> {
+    /// Starts a node over its executor's own transport (WebSocket).
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        Self::start_with(Rt::Transport::default(), settings).await
     }
+}
 
-    /// Starts a node over any [`Transport`].
-    pub async fn start_with<T: Transport>(
+impl<Rt: Runtime> Node<Rt> {
+    /// Starts a node over any [`Transport`] of this executor.
+    pub async fn start_with<T: Transport<Runtime = Rt>>(
         transport: T,
         settings: Settings,
-    ) -> Result<Node, StartError> {
+    ) -> Result<Self, StartError> {
         settings.validate()?;
+        if let Some(name) = settings
+            .runtime
+            .executor
+            .as_deref()
+            .filter(|n| *n != Rt::NAME)
+        {
+            return Err(StartError::Config(crate::config::ConfigError::Invalid {
+                key: "runtime.executor".into(),
+                value: name.into(),
+                expected: format!("{:?}: this node is started on that executor", Rt::NAME),
+            }));
+        }
         let scheme = transport.scheme();
         let bridge_seeds = settings
             .protocol
@@ -229,6 +260,7 @@ impl Node {
             ))
         })??;
         Ok(Node {
+            runtime: PhantomData,
             inner: Arc::new(Inner {
                 cmd: cmd_tx,
                 info,
@@ -240,6 +272,16 @@ impl Node {
                 tokens: AtomicU64::new(0),
             }),
         })
+    }
+}
+
+impl<Rt> Node<Rt> {
+    /// The same node as a plain [`Node`], whatever its executor.
+    pub fn erase(self) -> Node {
+        Node {
+            inner: self.inner,
+            runtime: PhantomData,
+        }
     }
 
     /// Who this node is.

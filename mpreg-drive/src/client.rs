@@ -15,9 +15,8 @@
 
 use crate::api::{CallBuilder, Dispatch, FunctionEntry};
 use crate::conn::{self, ConnEvent, Outbox};
-use crate::runtime::{self, Runtime, Task, Timer};
+use crate::runtime::{self, DefaultTransport, Runtime, Task};
 use crate::transport::Transport;
-use crate::ws::WsTransport;
 use bytes::Bytes;
 use mpreg_proto::chunk::MAX_CHUNK;
 use mpreg_proto::wire::{Query, QueryAnswer};
@@ -26,6 +25,8 @@ use mpreg_proto::{
 };
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -73,52 +74,75 @@ enum ClientCommand {
     },
 }
 
-/// A connection to one node.
-#[derive(Debug, Clone)]
-pub struct Client {
-    timer: Timer,
+/// A connection to one node, whose tasks run on the executor `Rt` (the
+/// caller's).
+pub struct Client<Rt> {
     tx: mpsc::Sender<ClientCommand>,
     node: NodeId,
     cluster_id: String,
     url: Addr,
+    runtime: PhantomData<fn() -> Rt>,
 }
 
-impl Client {
-    /// Connects over WebSockets (within a tokio runtime).
-    pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        Client::connect_with(WsTransport, url, Duration::from_secs(5)).await
+impl<Rt> Clone for Client<Rt> {
+    fn clone(&self) -> Self {
+        Client {
+            tx: self.tx.clone(),
+            node: self.node,
+            cluster_id: self.cluster_id.clone(),
+            url: self.url.clone(),
+            runtime: PhantomData,
+        }
     }
+}
 
-    /// Connects over any transport; `timeout` bounds the dial and the
-    /// node's hello.
-    pub async fn connect_with<T: Transport>(
+impl<Rt> fmt::Debug for Client<Rt> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.node)
+            .field("cluster_id", &self.cluster_id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Rt: DefaultTransport> Client<Rt> {
+    /// Connects over the executor's own transport (WebSocket), from a task
+    /// of that executor.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::connect_with(Rt::Transport::default(), url, Duration::from_secs(5)).await
+    }
+}
+
+impl<Rt: Runtime> Client<Rt> {
+    /// Connects over any transport of this executor; `timeout` bounds the
+    /// dial and the node's hello.
+    pub async fn connect_with<T: Transport<Runtime = Rt>>(
         transport: T,
         url: &str,
         timeout: Duration,
-    ) -> Result<Client, ClientError> {
+    ) -> Result<Self, ClientError> {
         let addr = Addr::new(url.trim());
         if addr.url().is_none_or(|u| u.scheme != transport.scheme()) {
             return Err(ClientError::Url(url.to_string()));
         }
-        let (sink, stream) =
-            runtime::timeout::<T::Runtime, _>(timeout, transport.dial(&addr, MAX_CHUNK))
-                .await
-                .ok_or_else(|| ClientError::Timeout(url.to_string()))?
-                .map_err(|error| ClientError::Connect {
-                    url: url.to_string(),
-                    error,
-                })?;
+        let (sink, stream) = runtime::timeout::<Rt, _>(timeout, transport.dial(&addr, MAX_CHUNK))
+            .await
+            .ok_or_else(|| ClientError::Timeout(url.to_string()))?
+            .map_err(|error| ClientError::Connect {
+                url: url.to_string(),
+                error,
+            })?;
         let proto = ClientConn::new(None, CLIENT_MAX_FRAME);
         let outbox = Outbox::new([4 << 20, 4 << 20, 64 << 20]);
         let _ = outbox.push(TrafficClass::Control, Bytes::from(proto.hello()));
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let writer =
-            runtime::spawn::<T::Runtime>(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
-        let reader =
-            runtime::spawn::<T::Runtime>(conn::run_reader((), stream, CLIENT_MAX_FRAME, ev_tx));
+            runtime::spawn::<Rt>(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
+        let reader = runtime::spawn::<Rt>(conn::run_reader((), stream, CLIENT_MAX_FRAME, ev_tx));
         // Wait for the node's hello.
         let mut proto = proto;
-        let hello = runtime::timeout::<T::Runtime, _>(timeout, async {
+        let hello = runtime::timeout::<Rt, _>(timeout, async {
             while let Some(((), ev)) = ev_rx.recv().await {
                 match ev {
                     ConnEvent::Frame(f) => {
@@ -151,15 +175,13 @@ impl Client {
             }
         };
         let (tx, rx) = mpsc::channel(1024);
-        T::Runtime::spawn(run_client::<T::Runtime>(
-            proto, outbox, rx, ev_rx, writer, reader,
-        ));
+        Rt::spawn(run_client::<Rt>(proto, outbox, rx, ev_rx, writer, reader));
         Ok(Client {
-            timer: Timer::of::<T::Runtime>(),
             tx,
             node,
             cluster_id,
             url: addr,
+            runtime: PhantomData,
         })
     }
 
@@ -190,8 +212,8 @@ impl Client {
     }
 
     fn dispatch(&self) -> Dispatch {
-        let (tx, timer) = (self.tx.clone(), self.timer);
-        Box::new(move |c| Box::pin(call(tx, timer, c)))
+        let tx = self.tx.clone();
+        Box::new(move |c| Box::pin(call::<Rt>(tx, c)))
     }
 
     async fn query(&self, query: Query) -> Result<QueryAnswer, ClientError> {
@@ -200,8 +222,7 @@ impl Client {
             .send(ClientCommand::Query { query, reply })
             .await
             .map_err(|_| ClientError::Closed)?;
-        self.timer
-            .timeout(REPLY_SLACK * 2, rx)
+        runtime::timeout::<Rt, _>(REPLY_SLACK * 2, rx)
             .await
             .ok_or_else(|| ClientError::Timeout(self.url.to_string()))?
             .map_err(|_| ClientError::Closed)
@@ -248,9 +269,8 @@ impl Client {
     }
 }
 
-async fn call(
+async fn call<Rt: Runtime>(
     tx: mpsc::Sender<ClientCommand>,
-    timer: Timer,
     call: Call,
 ) -> Result<Bytes, CallError> {
     let budget = call.timeout.unwrap_or(DEFAULT_BUDGET);
@@ -259,7 +279,7 @@ async fn call(
     tx.send(ClientCommand::Call { call, reply })
         .await
         .map_err(|_| closed())?;
-    match timer.timeout(budget + REPLY_SLACK, rx).await {
+    match runtime::timeout::<Rt, _>(budget + REPLY_SLACK, rx).await {
         Some(Ok(r)) => r,
         Some(Err(_)) => Err(closed()),
         None => Err(CallError::Timeout),

@@ -4,9 +4,10 @@
 //!
 //! A transport moves **messages** (byte strings of at most
 //! [`MAX_CHUNK`](mpreg_proto::chunk::MAX_CHUNK) bytes) over ordered, reliable
-//! connections, in both directions. [`WsTransport`](crate::WsTransport)
-//! carries them as WebSocket binary messages; a QUIC transport would carry
-//! them on a stream.
+//! connections, in both directions. The WebSocket transports of the
+//! adapters carry them as WebSocket binary messages (see
+//! the `tungstenite` module, behind the feature of that name); the QUIC
+//! one on a stream per traffic class.
 
 use crate::runtime::Runtime;
 use bytes::Bytes;
