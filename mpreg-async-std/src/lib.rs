@@ -52,13 +52,7 @@ pub type Node = mpreg_drive::Node<AsyncStd>;
 /// A client on async-std (see [`mpreg_drive::Client`]).
 pub type Client = mpreg_drive::Client<AsyncStd>;
 
-pub use mpreg_drive::{
-    Addr, AnyRuntime, BridgeConfig, CallBuilder, CallError, ClientError, ConfigError, ConnView,
-    DefaultTransport, Event, Events, FunctionEntry, FunctionSpec, Layer, MemberState, MemberView,
-    Metrics, NodeId, NodeInfo, Observed, Policy, PolicyKind, RegisterError, Reply, Runtime,
-    RuntimeSettings, Settings, StartError, Stats, Stopped, Topology, Transport, Version,
-    VersionReq, client, config, funtimes, runtime, transport,
-};
+pub use mpreg_drive::exports::*;
 
 /// The async-std runtime.
 #[derive(Debug, Clone, Copy, Default)]

@@ -75,3 +75,15 @@ pub use mpreg_proto::{
     NodeId, Policy, RegisterError,
 };
 pub use semver::{Version, VersionReq};
+
+/// What every adapter re-exports at its root, beside its own `Node` and
+/// `Client` aliases, runtime and transport: one list for both.
+pub mod exports {
+    pub use crate::{
+        Addr, AnyRuntime, BridgeConfig, CallBuilder, CallError, ClientError, ConfigError, ConnView,
+        DefaultTransport, Event, Events, FunctionEntry, FunctionSpec, Layer, MemberState,
+        MemberView, Metrics, NodeId, NodeInfo, Observed, Policy, PolicyKind, RegisterError, Reply,
+        Runtime, RuntimeSettings, Settings, StartError, Stats, Stopped, Topology, Transport,
+        Version, VersionReq, client, config, funtimes, runtime, transport,
+    };
+}

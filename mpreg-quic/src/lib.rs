@@ -2,8 +2,9 @@
 //!
 //! The same node and application API as [`mpreg_tokio`] — it *is* that
 //! API: this crate only provides a [`Transport`](mpreg_tokio::Transport),
-//! [`QuicTransport`], and mpreg-tokio's drive loop, connection management,
-//! handlers, node and client run over it unchanged.
+//! [`QuicTransport`], on the [`Tokio`](mpreg_tokio::Tokio) runtime, and the
+//! mpreg-drive loop, connection management, handlers, node and client run
+//! over it unchanged.
 //!
 //! * **one QUIC connection per peer** (quinn, rustls with ring), with three
 //!   unidirectional streams per direction, one per traffic class, so a
