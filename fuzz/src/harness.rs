@@ -29,7 +29,7 @@ use mpreg_proto::config::{BridgeConfig, Policy};
 use mpreg_proto::wire::{self, Message, Update};
 use mpreg_proto::{
     Addr, Call, CallError, CallId, Closed, Config, ConnId, ConnView, Event, FnBody, FrameError,
-    FunctionSpec, Identity, InvocationId, MemberState, Node, NodeId, Order, Status, Time,
+    FunctionSpec, Identity, InvocationId, MemberState, Node, NodeId, Order, Status, Time, Transmit,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -1115,15 +1115,29 @@ impl Checker {
     }
 }
 
-/// Checks a frame the node sent: within the size limit, and decodable.
-fn sent_message(node: &Node, frame: &[u8]) -> Message {
+/// Checks a frame the node sent: within the size limit, and decodable —
+/// a native frame, or (sent whole) an answer to an upstream JSON client.
+fn sent_message(node: &Node, t: &Transmit) -> Option<Message> {
     let max = node.config().limits.max_frame_size;
     assert!(
-        frame.len() <= max,
+        t.frame.len() <= max,
         "a frame of {} bytes > limit {max} went out",
-        frame.len()
+        t.frame.len()
     );
-    wire::decode(frame, max, None).expect("own frames decode").1
+    if t.whole {
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&t.frame).expect("upstream answers are JSON objects");
+        assert!(
+            answer.contains_key("u") && answer.contains_key("error"),
+            "{answer:?}"
+        );
+        return None;
+    }
+    Some(
+        wire::decode(&t.frame, max, None)
+            .expect("own frames decode")
+            .1,
+    )
 }
 
 /// Checks a dial the node ordered: never itself, nor an address it could
@@ -1535,7 +1549,7 @@ impl Single {
     fn carry_out(&mut self, o: Order) {
         match o {
             Order::Send(t) => {
-                let msg = sent_message(&self.node, &t.frame);
+                let msg = sent_message(&self.node, &t);
                 let peer = self
                     .open
                     .get(&t.conn)
@@ -1544,6 +1558,9 @@ impl Single {
                     !(peer.dialed && peer.addr == *self.node.addr()),
                     "a node sent to itself"
                 );
+                let Some(msg) = msg else {
+                    return; // an answer to an upstream client
+                };
                 if self.recent.len() == 16 {
                     self.recent.pop_front();
                 }
@@ -2082,7 +2099,7 @@ impl Pair {
         let (j, now) = (1 - i, self.now);
         match o {
             Order::Send(t) => {
-                sent_message(&self.nodes[i], &t.frame);
+                sent_message(&self.nodes[i], &t);
                 match self.ends.get_mut(&(i, t.conn)) {
                     Some(e) => match e.peer_closed {
                         // Never read: the peer closed.
@@ -2330,7 +2347,7 @@ impl Mesh {
         let now = self.now;
         match o {
             Order::Send(t) => {
-                sent_message(&self.nodes[i], &t.frame);
+                sent_message(&self.nodes[i], &t);
                 if let Some(&(to, c)) = self.ends.get(&(i, t.conn)) {
                     self.wire.push_back((to, c, t.frame));
                 }

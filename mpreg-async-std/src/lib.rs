@@ -23,14 +23,14 @@
 //! ```
 //!
 //! This crate is the two seams and nothing else: [`AsyncStd`] (a node's
-//! thread runs `task::block_on`, which also runs that thread's local
-//! executor for `spawn_local`; timers are async-io's) and [`WsTransport`]
+//! thread runs `task::block_on` over a local executor of its own; timers
+//! are async-io's) and [`WsTransport`]
 //! (async-std sockets, async-tungstenite handshakes, the message mapping
 //! of [`mpreg_drive::tungstenite`]).
 //!
 //! **async-std is discontinued in favour of smol.** A smol adapter is the
-//! same few lines: `run_local` runs a thread-local `smol::LocalExecutor`
-//! under `smol::block_on`, `spawn` is `smol::spawn`, `spawn_blocking` is
+//! same few lines: `run_local` as here with `smol::block_on`, `spawn` is
+//! `smol::spawn`, `spawn_blocking` is
 //! `smol::unblock`, `sleep_until` is `async_io::Timer::at` (as here), and
 //! the transport is this one over `smol::net` sockets, which implement the
 //! same `futures-io` traits.
@@ -38,13 +38,16 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+use async_executor::LocalExecutor;
 use async_std::net::{TcpListener, TcpStream};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use mpreg_drive::transport::Listener;
 use mpreg_drive::tungstenite::{self as ws, WsSink as Sink, WsStream as Stream};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// A running node on async-std (see [`mpreg_drive::Node`]).
@@ -58,16 +61,33 @@ pub use mpreg_drive::exports::*;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncStd;
 
+thread_local! {
+    /// The node thread's executor of local tasks, while it runs.
+    static LOCAL: RefCell<Option<Rc<LocalExecutor<'static>>>> = const { RefCell::new(None) };
+}
+
 impl Runtime for AsyncStd {
     const NAME: &'static str = "async-std";
 
+    /// `task::block_on` over a local executor of the node's own (the one
+    /// async-std's `spawn_local` uses, but owned here): dropping it when
+    /// the node stops ends every task of the node — its listener and
+    /// connections close before the node reports that it stopped, so a
+    /// restart can bind the same port at once.
     fn run_local(fut: impl Future<Output = ()> + 'static) -> io::Result<()> {
-        async_std::task::block_on(fut);
+        let ex = Rc::new(LocalExecutor::new());
+        LOCAL.with(|l| *l.borrow_mut() = Some(ex.clone()));
+        async_std::task::block_on(ex.run(fut));
+        LOCAL.with(|l| l.borrow_mut().take());
+        drop(ex);
         Ok(())
     }
 
     fn spawn_local(fut: impl Future<Output = ()> + 'static) {
-        async_std::task::spawn_local(fut);
+        LOCAL.with(|l| match &*l.borrow() {
+            Some(ex) => ex.spawn(fut).detach(),
+            None => drop(async_std::task::spawn_local(fut)),
+        });
     }
 
     fn spawn(fut: impl Future<Output = ()> + Send + 'static) {

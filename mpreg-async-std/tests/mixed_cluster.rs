@@ -121,3 +121,21 @@ fn a_node_refuses_settings_naming_another_executor() {
     let node = async_std::task::block_on(mpreg_async_std::Node::start(s)).unwrap();
     async_std::task::block_on(node.leave());
 }
+
+/// Once `abort` returns, the node's listener is closed: a new node binds
+/// the same port at once (the conformance suite's restart relies on it).
+#[test]
+fn an_aborted_node_frees_its_port_at_once() {
+    async_std::task::block_on(async {
+        let mut port = 0;
+        for _ in 0..20 {
+            let s = Settings {
+                port,
+                ..Settings::local()
+            };
+            let node = mpreg_async_std::Node::start(s).await.expect("binds");
+            port = node.addr().url().unwrap().port;
+            node.abort().await;
+        }
+    });
+}

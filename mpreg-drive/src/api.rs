@@ -292,7 +292,15 @@ impl IntoFuture for CallBuilder {
 /// Decodes JSON arguments; empty arguments are `null`.
 pub(crate) fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, String> {
     let args = if args.is_empty() { b"null" } else { args };
-    serde_json::from_slice(args).map_err(|e| format!("invalid arguments: {e}"))
+    serde_json::from_slice(args).or_else(|e| {
+        // No arguments as a list (`[]`, what upstream clients send) is also
+        // no arguments for a handler taking `()`.
+        match serde_json::from_slice::<Vec<serde_json::Value>>(args) {
+            Ok(v) if v.is_empty() => serde_json::from_slice(b"null").map_err(|_| e.to_string()),
+            _ => Err(e.to_string()),
+        }
+        .map_err(|e| format!("invalid arguments: {e}"))
+    })
 }
 
 /// Encodes a handler's result as JSON.
@@ -314,6 +322,9 @@ mod tests {
         let (a, b): (i64, String) = decode_args(b"[1,\"x\"]").unwrap();
         assert_eq!((a, b.as_str()), (1, "x"));
         let () = decode_args(b"").unwrap();
+        let () = decode_args(b" [ ] ").unwrap();
+        let (): () = decode_args(b"null").unwrap();
+        assert!(decode_args::<()>(b"[1]").is_err());
         assert!(
             decode_args::<(i64,)>(b"{}")
                 .unwrap_err()

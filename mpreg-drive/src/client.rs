@@ -135,7 +135,7 @@ impl<Rt: Runtime> Client<Rt> {
             })?;
         let proto = ClientConn::new(None, CLIENT_MAX_FRAME);
         let outbox = Outbox::new([4 << 20, 4 << 20, 64 << 20]);
-        let _ = outbox.push(TrafficClass::Control, Bytes::from(proto.hello()));
+        let _ = outbox.push(TrafficClass::Control, Bytes::from(proto.hello()), false);
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let writer =
             runtime::spawn::<Rt>(conn::run_writer((), sink, outbox.clone(), ev_tx.clone()));
@@ -316,7 +316,7 @@ async fn run_client<R: Runtime>(
                         (t, f, Waiting::Query(reply))
                     }
                 };
-                if outbox.push(TrafficClass::Call, Bytes::from(frame)).is_err() {
+                if outbox.push(TrafficClass::Call, Bytes::from(frame), false).is_err() {
                     if let Waiting::Call(r) = w {
                         let _ = r.send(Err(CallError::Rejected("the client's queue is full".into())));
                     }

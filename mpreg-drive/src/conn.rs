@@ -56,9 +56,16 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame (see [`chunk::Outbox::push`]).
-    pub(crate) fn push(&self, class: TrafficClass, frame: Bytes) -> Result<(), Full> {
-        self.lock().queue.push(class, frame)?;
+    /// Queues a frame (see [`chunk::Outbox::push`]), or a message that
+    /// goes out `whole` ([`chunk::Outbox::push_whole`]).
+    pub(crate) fn push(&self, class: TrafficClass, frame: Bytes, whole: bool) -> Result<(), Full> {
+        let mut s = self.lock();
+        if whole {
+            s.queue.push_whole(class, frame)?;
+        } else {
+            s.queue.push(class, frame)?;
+        }
+        drop(s);
         self.notify.notify_one();
         Ok(())
     }
@@ -195,7 +202,7 @@ mod tests {
     #[test]
     fn an_outbox_is_idle_only_once_its_chunks_are_flushed() {
         let o = Outbox::new([1 << 20, 1 << 20, 8 << 20]);
-        o.push(TrafficClass::Call, Bytes::from(vec![1u8; 100_000]))
+        o.push(TrafficClass::Call, Bytes::from(vec![1u8; 100_000]), false)
             .unwrap();
         assert!(!o.is_idle());
         while let Next::Chunk(_) = o.next() {}

@@ -279,7 +279,7 @@ impl<T: Transport> Driver<T> {
                 let Some(c) = self.conns.get(&t.conn) else {
                     return; // closed meanwhile; the core hears it
                 };
-                if c.outbox.push(t.class, t.frame).is_err() {
+                if c.outbox.push(t.class, t.frame, t.whole).is_err() {
                     // The peer stopped reading: drop its connection, never
                     // block the loop.
                     self.stats.queue_overflows += 1;

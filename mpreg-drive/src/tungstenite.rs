@@ -1,8 +1,10 @@
 //! The WebSocket mapping every tungstenite-based transport shares (the
 //! tokio one over tokio-tungstenite, the async-std one over
 //! async-tungstenite): each message of the drive loop is one binary
-//! WebSocket message; a text message is a protocol error; pings, pongs
-//! and raw frames are skipped; a clean close is the end of the stream.
+//! WebSocket message; a text message is taken as its bytes (upstream
+//! MPREG's clients may send JSON as text; on a native connection it fails
+//! reassembly); pings, pongs and raw frames are skipped; a clean close is
+//! the end of the stream.
 //! An adapter only opens sockets and runs the handshakes.
 
 use crate::transport::{MessageSink, MessageStream};
@@ -82,12 +84,7 @@ where
                     return Ok(None);
                 }
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
-                Some(Ok(Message::Text(_))) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text message on an mpreg connection",
-                    ));
-                }
+                Some(Ok(Message::Text(t))) => return Ok(Some(Bytes::from(t))),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Err(e)) => return Err(io_err(e)),
             }

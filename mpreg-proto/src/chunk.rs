@@ -22,6 +22,13 @@
 //! lanes may interleave. The reader keeps one reassembly buffer per lane and
 //! refuses a frame whose announced length exceeds `limits.max_frame_size`
 //! from its first chunk, before buffering any of it: its chunks are skipped.
+//!
+//! **Whole messages.** A connection whose first message has reserved bits
+//! set is not chunked at all: upstream MPREG's clients send JSON (its first
+//! byte is `{`), one message per request (see [`crate::upstream`]). The
+//! [`Reassembler`] then takes every message as one frame, and the answers
+//! go out as whole messages ([`Outbox::push_whole`]). Telling the two apart
+//! costs native traffic one look at the first byte of a connection.
 
 use crate::event::TrafficClass;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -154,6 +161,15 @@ enum LaneState {
 pub struct Reassembler {
     max_frame: usize,
     lanes: [LaneState; 3],
+    /// Decided by the first message: `Some(true)` for whole messages.
+    whole: Option<bool>,
+}
+
+/// Whether a connection whose first message is `first` carries whole
+/// messages (upstream MPREG's JSON) rather than chunks: its first byte has
+/// bits that no chunk header sets.
+pub fn carries_whole_messages(first: &[u8]) -> bool {
+    first.first().is_some_and(|b| b & 0xF0 != 0)
 }
 
 impl Reassembler {
@@ -163,7 +179,13 @@ impl Reassembler {
         Reassembler {
             max_frame,
             lanes: Default::default(),
+            whole: None,
         }
+    }
+
+    /// The connection carries whole messages (decided by its first one).
+    pub fn is_whole(&self) -> bool {
+        self.whole == Some(true)
     }
 
     /// Feeds one transport message.
@@ -171,6 +193,16 @@ impl Reassembler {
         let Some(&flags) = chunk.first() else {
             return Err(ChunkError::Header);
         };
+        if *self
+            .whole
+            .get_or_insert_with(|| carries_whole_messages(&chunk))
+        {
+            return Ok(Some(if chunk.len() > self.max_frame {
+                Completed::TooLarge(chunk.len())
+            } else {
+                Completed::Frame(chunk)
+            }));
+        }
         let lane = usize::from(flags & LANE_MASK);
         if flags & 0xF0 != 0 || lane > 2 {
             return Err(ChunkError::Header);
@@ -245,7 +277,8 @@ impl Reassembler {
 
 #[derive(Debug, Default)]
 struct Lane {
-    frames: VecDeque<Bytes>,
+    /// Frames, and whether each goes out whole (unchunked).
+    frames: VecDeque<(Bytes, bool)>,
     /// Bytes of the front frame already chunked.
     offset: usize,
     bytes: usize,
@@ -279,22 +312,36 @@ impl Outbox {
     /// Queues a frame. A frame larger than the cap is accepted into an
     /// empty lane, so every frame the core may produce can be sent.
     pub fn push(&mut self, class: TrafficClass, frame: Bytes) -> Result<(), Full> {
+        self.queue(class, frame, false)
+    }
+
+    /// Queues a message that goes out as it is, one transport message with
+    /// no chunk header (on connections of whole messages).
+    pub fn push_whole(&mut self, class: TrafficClass, message: Bytes) -> Result<(), Full> {
+        self.queue(class, message, true)
+    }
+
+    fn queue(&mut self, class: TrafficClass, frame: Bytes, whole: bool) -> Result<(), Full> {
         let i = lane(class);
         let l = &mut self.lanes[i];
         if !l.frames.is_empty() && l.bytes + frame.len() > self.caps[i] {
             return Err(Full);
         }
         l.bytes += frame.len();
-        l.frames.push_back(frame);
+        l.frames.push_back((frame, whole));
         Ok(())
     }
 
     /// The next chunk to write, if any.
     pub fn next_chunk(&mut self) -> Option<Bytes> {
         for (i, l) in self.lanes.iter_mut().enumerate() {
-            let Some(front) = l.frames.front() else {
+            let Some((front, whole)) = l.frames.front() else {
                 continue;
             };
+            if *whole {
+                l.bytes -= front.len();
+                return l.frames.pop_front().map(|(m, _)| m);
+            }
             let (c, n) = encode(i, front, l.offset);
             l.offset += n;
             if l.offset == front.len() {
@@ -385,6 +432,14 @@ mod tests {
     fn broken_sequences_are_errors_not_panics() {
         let mut r = Reassembler::new(1 << 20);
         assert_eq!(r.push(Bytes::new()), Err(ChunkError::Header));
+        // A chunked connection (its first message decides) ...
+        let ok = Bytes::from_static(b"x");
+        assert_eq!(
+            r.push(chunks(0, &ok).remove(0)).unwrap(),
+            Some(Completed::Frame(ok))
+        );
+        assert!(!r.is_whole());
+        // ... refuses reserved bits from then on.
         assert_eq!(r.push(Bytes::from_static(&[0xF0])), Err(ChunkError::Header));
         assert_eq!(
             r.push(Bytes::from_static(&[3 | FIRST])),
@@ -402,6 +457,32 @@ mod tests {
             r.push(Bytes::from_static(&[FIRST, 0, 0, 0, 1, 1, 2])),
             Err(ChunkError::Length(0))
         );
+    }
+
+    #[test]
+    fn a_connection_opened_by_json_carries_whole_messages_both_ways() {
+        let mut r = Reassembler::new(100);
+        let req = Bytes::from_static(br#"{"role":"rpc"}"#);
+        assert_eq!(r.push(req.clone()).unwrap(), Some(Completed::Frame(req)));
+        assert!(r.is_whole());
+        // Every later message is a frame as it is, whatever its first byte.
+        let odd = Bytes::from_static(&[FIRST | LAST, 1, 2]);
+        assert_eq!(r.push(odd.clone()).unwrap(), Some(Completed::Frame(odd)));
+        let big = Bytes::from(vec![b'{'; 101]);
+        assert_eq!(r.push(big).unwrap(), Some(Completed::TooLarge(101)));
+        assert!(carries_whole_messages(b" {") && !carries_whole_messages(&[FIRST | LAST]));
+        // Answers go out whole, in priority order with chunked frames.
+        let mut o = Outbox::new([1 << 20; 3]);
+        let answer = Bytes::from(vec![b'{'; 3 * MAX_CHUNK]);
+        o.push_whole(TrafficClass::Call, answer.clone()).unwrap();
+        o.push(TrafficClass::Control, Bytes::from_static(b"c"))
+            .unwrap();
+        assert_eq!(
+            class_of(&o.next_chunk().unwrap()),
+            Some(TrafficClass::Control)
+        );
+        assert_eq!(o.next_chunk().unwrap(), answer);
+        assert!(o.is_empty() && o.queued_bytes() == 0);
     }
 
     #[test]

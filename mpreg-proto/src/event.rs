@@ -40,6 +40,10 @@ pub struct Transmit {
     pub frame: Bytes,
     /// Queue priority on the connection.
     pub class: TrafficClass,
+    /// Send `frame` as one transport message, unchunked
+    /// ([`chunk::Outbox::push_whole`](crate::chunk::Outbox::push_whole)):
+    /// answers to upstream MPREG's JSON clients.
+    pub whole: bool,
 }
 
 /// Priority of a frame on a connection: control before broadcast before

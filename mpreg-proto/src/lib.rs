@@ -171,6 +171,7 @@ mod rtt;
 pub mod testing;
 mod time;
 mod timers;
+pub mod upstream;
 pub mod wire;
 
 pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet, Route};

@@ -107,6 +107,13 @@ pub(super) enum Origin {
     Local,
     /// A client connection.
     Client { addr: Addr, token: u64 },
+    /// Command `command` of request `request` of an upstream MPREG client
+    /// at `addr`.
+    Upstream {
+        addr: Addr,
+        request: u64,
+        command: usize,
+    },
     /// A call this node forwards: a member of its cluster (`bridge: false`)
     /// or a bridge peer waits for the outcome.
     Relay { addr: Addr, bridge: bool },
@@ -523,6 +530,9 @@ impl Node {
                 });
                 self.send(now, addr, &msg, TrafficClass::Call);
             }
+            Origin::Upstream {
+                request, command, ..
+            } => self.upstream_done(now, *request, *command, result),
             Origin::Relay { addr, bridge } => {
                 let load = u32::try_from(self.calls.running).unwrap_or(u32::MAX);
                 let resp = CallResponse { id, result, load };
@@ -884,9 +894,11 @@ impl Node {
 
     /// A client's connection is gone: its calls get nothing more.
     pub(super) fn client_gone(&mut self, addr: &Addr) {
-        self.calls
-            .pending
-            .retain(|_, p| !matches!(&p.origin, Origin::Client { addr: a, .. } if a == addr));
+        self.calls.pending.retain(|_, p| match &p.origin {
+            Origin::Client { addr: a, .. } | Origin::Upstream { addr: a, .. } => a != addr,
+            _ => true,
+        });
+        self.upstream_gone(addr);
     }
 
     /// The peer at `addr` closed its connection cleanly: everything it sent

@@ -57,6 +57,8 @@ pub(super) struct Conn {
     hello_sent: bool,
     /// A bridge to another cluster: no member `Hello` goes on it.
     pub(super) bridge: bool,
+    /// An upstream MPREG client's (JSON, whole messages).
+    pub(super) upstream: bool,
     /// Rate limit: tokens in millionths of a frame.
     tokens: u64,
     refilled: Time,
@@ -117,6 +119,10 @@ impl Conns {
 
     pub(super) fn get(&self, id: ConnId) -> Option<&Conn> {
         self.map.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.map.get_mut(&id)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
@@ -206,6 +212,7 @@ impl Node {
             version: wire::MIN_PROTOCOL_VERSION,
             hello_sent: false,
             bridge: false,
+            upstream: false,
             tokens: u64::from(self.cfg.limits.peer_frame_burst) * TOKEN,
             refilled: now,
             told: None,
@@ -458,15 +465,30 @@ impl Node {
         true
     }
 
+    /// Traffic on `conn` now (it is not idle).
+    pub(super) fn touch(&mut self, now: Time, conn: ConnId) {
+        if let Some(c) = self.conns.map.get_mut(&conn) {
+            c.last_activity = now;
+        }
+    }
+
     /// Queues a `Send` order.
     fn emit(&mut self, conn: ConnId, frame: Bytes, class: TrafficClass) {
+        self.emit_transmit(Transmit {
+            conn,
+            frame,
+            class,
+            whole: false,
+        });
+    }
+
+    pub(super) fn emit_transmit(&mut self, t: Transmit) {
         if self.queued_sends >= self.cfg.limits.max_queued_transmits {
             self.limit_hit(Limit::QueuedTransmits);
             return;
         }
         self.queued_sends += 1;
-        self.orders
-            .push_back(Order::Send(Transmit { conn, frame, class }));
+        self.orders.push_back(Order::Send(t));
     }
 
     fn send_hello_on(&mut self, id: ConnId) {
@@ -920,6 +942,7 @@ mod tests {
             version: 1,
             hello_sent: true,
             bridge: false,
+            upstream: false,
             tokens: 0,
             refilled: Time::ZERO,
             told: None,

@@ -13,6 +13,7 @@ mod federation;
 mod membership;
 mod overlay;
 mod sync;
+mod upstream;
 
 pub use calls::Call;
 
@@ -165,6 +166,7 @@ pub struct Node {
     sync: sync::SyncState,
     calls: calls::Calls,
     fed: federation::Federation,
+    upstream: upstream::Upstream,
     timers: Timers,
     orders: VecDeque<Order>,
     /// `Send`s among `orders`.
@@ -205,6 +207,7 @@ impl Node {
             sync: sync::SyncState::default(),
             calls: calls::Calls::default(),
             fed: federation::Federation::default(),
+            upstream: upstream::Upstream::default(),
             timers: Timers::default(),
             orders: VecDeque::new(),
             queued_sends: 0,
@@ -461,6 +464,11 @@ impl Node {
             return Err(FrameError::UnknownConnection);
         };
         let (from, role, bridge, peer) = (c.key.clone(), c.role, c.bridge, c.node);
+        // An upstream MPREG client: an accepted connection whose first
+        // frame is JSON (see `chunk` for how its messages stay whole).
+        if c.upstream || (!c.outbound && c.node.is_none() && crate::upstream::is_request(frame)) {
+            return self.upstream_frame(now, conn, &from, frame);
+        }
         let admitted = self.admit(now, conn);
         let (header, msg) = match wire::decode(frame, self.cfg.limits.max_frame_size, None) {
             Ok((_, msg)) if !admitted => return Err(self.rate_limited(now, &from, Some(msg))),
