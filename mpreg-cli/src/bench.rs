@@ -8,7 +8,8 @@
 //! mpreg framing, no core: messages straight back). The client (always on
 //! tokio) measures both with the same payloads and calls in flight, cell
 //! by cell, in one run; `--runs N` repeats the whole table and reports
-//! medians.
+//! medians. On WebSocket it also sends upstream MPREG's JSON requests to
+//! the same node (payloads up to 16 KiB), beside native calls.
 
 use crate::net::Kind;
 use bytes::Bytes;
@@ -310,7 +311,79 @@ async fn calls(
     Ok(figures(all, measure))
 }
 
-type Cell = (Kind, Executor, usize, usize);
+/// How the client calls: this project's frames, or upstream MPREG's JSON
+/// requests (on WebSocket, for payloads that fit one 64 KiB request).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Api {
+    Native,
+    Upstream,
+}
+
+/// Largest payload measured with upstream requests.
+const UPSTREAM_MAX_PAYLOAD: usize = 16 * 1024;
+
+type Cell = (Kind, Api, Executor, usize, usize);
+
+/// Upstream MPREG requests of one `bench.echo` command with a `size`-byte
+/// string argument, `inflight` outstanding on one connection, matched by
+/// `u` (answers may come in any order).
+async fn upstream_calls(
+    url: &str,
+    size: usize,
+    inflight: usize,
+    warm: Duration,
+    measure: Duration,
+) -> Result<Figures, String> {
+    let io = |e: std::io::Error| format!("upstream calls: {e}");
+    let (mut sink, mut stream) = WsTransport
+        .dial(&Addr::new(url), ECHO_MAX)
+        .await
+        .map_err(io)?;
+    let arg = "x".repeat(size);
+    let request = |u: u64| {
+        let r = serde_json::json!({"role": "rpc", "u": u.to_string(),
+            "cmds": [{"name": "e", "fun": "bench.echo", "args": [arg], "kwargs": {}, "locs": []}]});
+        Bytes::from(r.to_string())
+    };
+    let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let mut next = 0u64;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let (measure_from, end) = (start + warm, start + warm + measure);
+    loop {
+        if Instant::now() < end {
+            while sent.len() < inflight {
+                sink.feed(request(next)).await.map_err(io)?;
+                sent.insert(next, Instant::now());
+                next += 1;
+            }
+            sink.flush().await.map_err(io)?;
+        } else if sent.is_empty() {
+            break;
+        }
+        let m = stream
+            .recv()
+            .await
+            .map_err(io)?
+            .ok_or("upstream calls: the node closed the connection")?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&m).map_err(|e| format!("upstream calls: {e}"))?;
+        if answer["r"]["e"][0].as_str().map(str::len) != Some(size) {
+            return Err(format!("upstream calls: a wrong answer: {answer}"));
+        }
+        let u: u64 = answer["u"]
+            .as_str()
+            .and_then(|u| u.parse().ok())
+            .ok_or("upstream calls: no u")?;
+        let t0 = sent
+            .remove(&u)
+            .ok_or("upstream calls: an unexpected answer")?;
+        if t0 >= measure_from && t0 < end {
+            lat.push(t0.elapsed());
+        }
+    }
+    Ok(figures(lat, measure))
+}
 
 async fn run_once<T: Transport<Runtime = Tokio>>(
     kind: Kind,
@@ -329,7 +402,11 @@ async fn run_once<T: Transport<Runtime = Tokio>>(
         for &inflight in &a.inflight {
             let echo = bare_echo(&t, &server.echo, size, inflight, warm, measure).await?;
             let call = calls(&client, size, inflight, warm, measure).await?;
-            out.push(((kind, runtime, size, inflight), echo, call));
+            out.push(((kind, Api::Native, runtime, size, inflight), echo, call));
+            if kind == Kind::Ws && size <= UPSTREAM_MAX_PAYLOAD {
+                let up = upstream_calls(&server.node, size, inflight, warm, measure).await?;
+                out.push(((kind, Api::Upstream, runtime, size, inflight), echo, up));
+            }
         }
     }
     Ok(out)
@@ -421,10 +498,11 @@ fn print_table(rows: &[(Cell, Figures, Figures)]) {
         "| transport | server | payload | in flight | bare echo /s | echo p50 µs | echo p99 µs | mpreg calls /s | call p50 µs | call p99 µs | calls/echo |"
     );
     say!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for ((kind, runtime, size, inflight), e, c) in rows {
-        let t = match kind {
-            Kind::Ws => "WebSocket",
-            Kind::Quic => "QUIC",
+    for ((kind, api, runtime, size, inflight), e, c) in rows {
+        let t = match (kind, api) {
+            (Kind::Ws, Api::Native) => "WebSocket",
+            (Kind::Ws, Api::Upstream) => "WebSocket, upstream JSON",
+            (Kind::Quic, _) => "QUIC",
         };
         say!(
             "| {t} | {} | {} | {inflight} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
