@@ -37,6 +37,8 @@
 //! | `node::sync` | anti-entropy over a range digest |
 //! | [`catalog`] | versioned per-node function entries, the funtimes view |
 //! | `node::calls` | routing, call state, deduplication, failover, handler budgets |
+//! | [`upstream`] | upstream MPREG's JSON client protocol: requests, levels, references, answers |
+//! | `node::upstream` | running those requests level by level |
 //! | `node` | ties them together; the phased leave |
 //! | [`config`] | every knob, its default, validation, `detection_bound` |
 //! | [`testing`] | drivers for tests: a scripted node, an in-memory network |
