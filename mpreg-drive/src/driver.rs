@@ -21,7 +21,7 @@ use mpreg_proto::{
     Node as Core, Order, RegisterError, Time,
 };
 use semver::Version;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -114,6 +114,10 @@ pub(crate) struct Driver<T: Transport> {
     net_tx: mpsc::UnboundedSender<NetEvent<T>>,
     inv_tx: mpsc::UnboundedSender<(InvocationId, Result<Bytes, String>)>,
     conns: HashMap<ConnId, Conn>,
+    /// When each lingering connection's wait runs out, earliest first (the
+    /// wait is the same for all; an entry of a connection that ended
+    /// meanwhile is skipped).
+    lingering: VecDeque<(Instant, ConnId)>,
     next_conn: u64,
     dials: HashMap<Addr, Task>,
     handlers: HashMap<(String, Version), Handler>,
@@ -157,6 +161,7 @@ impl<T: Transport> Driver<T> {
             net_tx,
             inv_tx,
             conns: HashMap::new(),
+            lingering: VecDeque::new(),
             next_conn: 0,
             dials: HashMap::new(),
             handlers: HashMap::new(),
@@ -218,7 +223,7 @@ impl<T: Transport> Driver<T> {
                 .core
                 .poll_timeout()
                 .map_or(far, |t| self.epoch + t.since_epoch());
-            let linger = self.linger_ends();
+            let linger = self.lingering.front().map(|(t, _)| *t);
             let wake = linger.map_or(core_wake, |l| l.min(core_wake));
             // Unbiased: a flood of application commands must not starve
             // incoming frames (probe acks), nor the reverse.
@@ -395,6 +400,7 @@ impl<T: Transport> Driver<T> {
         let Some(c) = self.conns.get_mut(&id) else {
             return; // ended already (a late frame of a lingering reader)
         };
+        let was_lingering = c.linger.is_some();
         match ev {
             ConnEvent::Frame(frame) => {
                 if let Err(e) = self.core.handle_frame(now, id, &frame) {
@@ -450,29 +456,21 @@ impl<T: Transport> Driver<T> {
                 }
             }
         }
-    }
-
-    /// When the first lingering connection's wait runs out.
-    fn linger_ends(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .filter_map(|c| c.linger.map(|(since, _)| since + LINGER))
-            .min()
+        if !was_lingering && let Some((since, _)) = self.conns.get(&id).and_then(|c| c.linger) {
+            self.lingering.push_back((since + LINGER, id));
+        }
     }
 
     /// Ends connections that waited [`LINGER`] for their other half.
     fn sweep(&mut self) {
-        let done: Vec<(ConnId, Closed)> = self
-            .conns
-            .iter()
-            .filter_map(|(id, c)| {
-                c.linger
-                    .filter(|(t, _)| t.elapsed() >= LINGER)
-                    .map(|(_, how)| (*id, how))
-            })
-            .collect();
-        for (id, how) in done {
-            self.end_conn(id, how);
+        let now = Instant::now();
+        while let Some(&(ends, id)) = self.lingering.front()
+            && ends <= now
+        {
+            self.lingering.pop_front();
+            if let Some((_, how)) = self.conns.get(&id).and_then(|c| c.linger) {
+                self.end_conn(id, how);
+            }
         }
     }
 
