@@ -80,6 +80,8 @@ pub struct Request {
     /// Answer an `execution_summary`.
     pub summary: bool,
     explicit_only: bool,
+    /// Command index by name.
+    index: HashMap<String, usize>,
 }
 
 /// Why a request was refused before anything ran.
@@ -279,6 +281,7 @@ pub fn parse(message: &[u8]) -> Result<Request, RequestError> {
         intermediate: raw.return_intermediate_results,
         summary: raw.include_execution_summary,
         explicit_only,
+        index,
     })
 }
 
@@ -363,14 +366,8 @@ impl Request {
         i: usize,
         results: &HashMap<usize, Value>,
     ) -> Result<Vec<u8>, RequestError> {
-        let index: HashMap<String, usize> = self
-            .commands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
         let c = &self.commands[i];
-        let mut subst = |v: &Value| self.substitute(v, &c.name, &index, results);
+        let mut subst = |v: &Value| self.substitute(v, &c.name, results);
         let mut args = c
             .args
             .iter()
@@ -391,11 +388,10 @@ impl Request {
         &self,
         v: &Value,
         command: &str,
-        index: &HashMap<String, usize>,
         results: &HashMap<usize, Value>,
     ) -> Result<Value, RequestError> {
         let lookup = |r: &str| -> Option<Result<Value, RequestError>> {
-            let (j, path) = resolve(r, index)?;
+            let (j, path) = resolve(r, &self.index)?;
             let result = results.get(&j)?;
             Some(
                 field(result, path)
@@ -413,7 +409,7 @@ impl Request {
             },
             Value::Array(a) => a
                 .iter()
-                .map(|x| self.substitute(x, command, index, results))
+                .map(|x| self.substitute(x, command, results))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             Value::Object(o) => {
@@ -426,7 +422,7 @@ impl Request {
                     });
                 }
                 o.iter()
-                    .map(|(k, x)| Ok((k.clone(), self.substitute(x, command, index, results)?)))
+                    .map(|(k, x)| Ok((k.clone(), self.substitute(x, command, results)?)))
                     .collect::<Result<Map<_, _>, RequestError>>()
                     .map(Value::Object)
             }

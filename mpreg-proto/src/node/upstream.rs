@@ -55,8 +55,9 @@ impl Node {
         if !self.admit(now, conn) {
             self.limit_hit(Limit::PeerRate);
             if self.status < Status::Left {
-                let answer = upstream::failed(&upstream::id_of(frame), "", &CallError::Overloaded);
-                self.send_upstream(now, from, answer);
+                let u = upstream::id_of(frame);
+                let answer = upstream::failed(&u, "", &CallError::Overloaded);
+                self.send_upstream(now, from, &u, answer);
                 self.flush(now);
             }
             return Err(FrameError::RateLimited);
@@ -80,8 +81,9 @@ impl Node {
         let req = match upstream::parse(message) {
             Ok(r) => r,
             Err(e) => {
-                let answer = upstream::refuse(&upstream::id_of(message), &e);
-                return self.send_upstream(now, from, answer);
+                let u = upstream::id_of(message);
+                let answer = upstream::refuse(&u, &e);
+                return self.send_upstream(now, from, &u, answer);
             }
         };
         let id = self.upstream.next;
@@ -158,9 +160,7 @@ impl Node {
             Ok(b) => upstream::result_value(&b),
             Err(e) => {
                 let answer = upstream::failed(&r.req.u, &r.req.commands[i].name, &e);
-                let addr = r.addr.clone();
-                self.upstream.running.remove(&id);
-                return self.send_upstream(now, &addr, answer);
+                return self.answer_running(now, id, answer);
             }
         };
         r.results.insert(i, value);
@@ -173,15 +173,20 @@ impl Node {
             return self.run_level(now, id);
         }
         let answer = upstream::respond(&r.req, &r.results, now.saturating_since(r.started));
-        let addr = r.addr.clone();
-        self.upstream.running.remove(&id);
-        self.send_upstream(now, &addr, answer);
+        self.answer_running(now, id, answer);
     }
 
     fn refuse_running(&mut self, now: Time, id: u64, e: &RequestError) {
-        if let Some(r) = self.upstream.running.remove(&id) {
+        if let Some(r) = self.upstream.running.get(&id) {
             let answer = upstream::refuse(&r.req.u, e);
-            self.send_upstream(now, &r.addr, answer);
+            self.answer_running(now, id, answer);
+        }
+    }
+
+    /// Request `id` is answered: it ends here.
+    fn answer_running(&mut self, now: Time, id: u64, answer: Vec<u8>) {
+        if let Some(r) = self.upstream.running.remove(&id) {
+            self.send_upstream(now, &r.addr, &r.req.u, answer);
         }
     }
 
@@ -190,15 +195,16 @@ impl Node {
         self.upstream.running.retain(|_, r| r.addr != *addr);
     }
 
-    /// Sends an answer as one whole message on `to`'s connection.
-    fn send_upstream(&mut self, now: Time, to: &Addr, answer: Vec<u8>) {
+    /// Sends the answer to request `u` as one whole message on `to`'s
+    /// connection.
+    fn send_upstream(&mut self, now: Time, to: &Addr, u: &Value, answer: Vec<u8>) {
         let Some(conn) = self.conns.primary(to) else {
             return;
         };
         let answer = if answer.len() > self.cfg.limits.max_frame_size {
             self.limit_hit(Limit::FrameSize);
             let e = CallError::Rejected("the answer is larger than limits.max_frame_size".into());
-            upstream::failed(&upstream::id_of(&answer), "", &e)
+            upstream::failed(u, "", &e)
         } else {
             answer
         };
