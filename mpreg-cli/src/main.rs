@@ -16,7 +16,7 @@ mod net;
 
 use clap::{Args, Parser, Subcommand};
 use mpreg_tokio::config::{
-    ConfigError, EXECUTORS, Layer, PolicyKind, check_names, parse_bridge, parse_duration,
+    ConfigError, Layer, PolicyKind, check_executor, check_names, parse_bridge, parse_duration,
     parse_seed,
 };
 use mpreg_tokio::{Policy, Settings, Topology, VersionReq};
@@ -266,13 +266,7 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
         l.set("echo_functions", a.fn_echo.clone());
     }
     if let Some(r) = &a.runtime {
-        if !EXECUTORS.contains(&r.as_str()) {
-            return Err(ConfigError::Invalid {
-                key: "--runtime".into(),
-                value: r.clone(),
-                expected: "tokio or async-std".into(),
-            });
-        }
+        check_executor("--runtime", r)?;
         l.set("runtime.executor", r.as_str());
     }
     federation_flags(&a.federation, &mut l)?;

@@ -293,13 +293,14 @@ impl IntoFuture for CallBuilder {
 pub(crate) fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, String> {
     let args = if args.is_empty() { b"null" } else { args };
     serde_json::from_slice(args).or_else(|e| {
-        // No arguments as a list (`[]`, what upstream clients send) is also
-        // no arguments for a handler taking `()`.
-        match serde_json::from_slice::<Vec<serde_json::Value>>(args) {
-            Ok(v) if v.is_empty() => serde_json::from_slice(b"null").map_err(|_| e.to_string()),
-            _ => Err(e.to_string()),
-        }
-        .map_err(|e| format!("invalid arguments: {e}"))
+        // An empty list (what upstream clients send for no arguments) also
+        // fits a handler taking `()`.
+        let no_args =
+            serde_json::from_slice::<Vec<serde_json::Value>>(args).is_ok_and(|v| v.is_empty());
+        no_args
+            .then(|| serde_json::from_slice(b"null").ok())
+            .flatten()
+            .ok_or_else(|| format!("invalid arguments: {e}"))
     })
 }
 

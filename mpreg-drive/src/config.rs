@@ -73,7 +73,8 @@ pub const ENV_VARS: [&str; 9] = [
 pub const EXECUTORS: [&str; 2] = ["tokio", "async-std"];
 const EXECUTOR_NAMES: &str = "tokio or async-std";
 
-fn check_executor(key: &str, v: &str) -> Result<(), ConfigError> {
+/// Checks an executor's name (one of [`EXECUTORS`]); errors name `key`.
+pub fn check_executor(key: &str, v: &str) -> Result<(), ConfigError> {
     if EXECUTORS.contains(&v) {
         Ok(())
     } else {
