@@ -21,12 +21,15 @@ use serde::de::DeserializeOwned;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// The node thread's stack: the core's handlers run on it, and in debug
+/// builds their frames are large (2 MiB, the default, once overflowed).
+const NODE_THREAD_STACK: usize = 8 << 20;
 
 /// Why a node did not start.
 #[derive(Debug, Error)]
@@ -242,11 +245,14 @@ impl<Rt: Runtime> Node<Rt> {
         );
         std::thread::Builder::new()
             .name(thread_name)
+            .stack_size(NODE_THREAD_STACK)
             .spawn(move || {
                 let ready = ready_tx.clone();
                 let started = T::Runtime::run_local(async move {
-                    let node = run_node(transport, settings, cmd_rx, ev, ready);
-                    select(pin!(node), abort_rx).await;
+                    // On the heap: executors move the future they run by
+                    // value, and the drive loop's is large in debug builds.
+                    let node = Box::pin(run_node(transport, settings, cmd_rx, ev, ready));
+                    select(node, abort_rx).await;
                 });
                 if let Err(e) = started {
                     let _ = ready_tx.try_send(Err(StartError::Thread(e)));
