@@ -19,7 +19,7 @@ use mpreg_tokio::config::{
     ConfigError, Layer, PolicyKind, check_executor, check_names, parse_bridge, parse_duration,
     parse_seed,
 };
-use mpreg_tokio::{Policy, Settings, Topology, VersionReq};
+use mpreg_tokio::{Command, ManyError, Policy, RequestError, Settings, Topology, VersionReq};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -191,6 +191,26 @@ enum ClientCommand {
         #[arg(long, value_name = "CLUSTER")]
         cluster: Option<String>,
     },
+    /// Run a multi-step call; prints one JSON object mapping every
+    /// command's name to its result.
+    ///
+    /// FILE (`-` for standard input) holds a JSON list of commands in
+    /// upstream MPREG's shape: `{"name", "fun", "args", "kwargs", "locs",
+    /// "version_constraint", "target_cluster"}` (only `name` and `fun` are
+    /// required). An argument equal to another command's name takes its
+    /// result, `"name.field.0"` a part of it; commands run level by level,
+    /// each on a node its `locs` choose. A refused request (a cycle, a
+    /// duplicate name, no commands, bad JSON) exits 2, a failed command 1.
+    CallMany {
+        /// The commands (`-` reads standard input).
+        file: String,
+        /// Time budget of the whole request, in seconds (or with a unit).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Only `{"$ref": "name.field"}` refers; plain strings stay strings.
+        #[arg(long)]
+        explicit_references: bool,
+    },
     /// List the node's members.
     Members {
         /// Print JSON.
@@ -316,6 +336,11 @@ fn federation_flags(a: &FederationArgs, l: &mut Layer) -> Result<(), ConfigError
         l.set_bridges(&bridges);
     }
     Ok(())
+}
+
+/// A multi-step request the node would not run: exit 2 with its kind.
+fn refused(e: &RequestError) -> ExitCode {
+    fail(EXIT_CONFIG, format!("request refused ({}): {e}", e.kind()))
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -502,6 +527,52 @@ async fn client(a: ClientArgs) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, format!("call failed: {e}")),
+            }
+        }
+        ClientCommand::CallMany {
+            file,
+            timeout,
+            explicit_references,
+        } => {
+            let read = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+            } else {
+                std::fs::read(&file)
+            };
+            let json = match read {
+                Ok(j) => j,
+                Err(e) => return fail(EXIT_CONFIG, format!("cannot read {file}: {e}")),
+            };
+            let commands = match Command::list_from_json(&json) {
+                Ok(c) => c,
+                Err(e) => return refused(&e),
+            };
+            let mut call = client.call_many(commands);
+            if explicit_references {
+                call = call.explicit_references();
+            }
+            if let Some(t) = timeout {
+                match parse_duration(&t) {
+                    Ok(d) if !d.is_zero() => call = call.timeout(d),
+                    _ => {
+                        return fail(
+                            EXIT_CONFIG,
+                            format!("invalid value for --timeout: {t:?} (a positive duration)"),
+                        );
+                    }
+                }
+            }
+            match call.await {
+                Ok(results) => {
+                    say!(
+                        "{}",
+                        serde_json::Value::Object(results.into_iter().collect())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(ManyError::Invalid(e)) => refused(&e),
+                Err(e) => fail(1, e),
             }
         }
         ClientCommand::Members { json } => match client.members().await {

@@ -3,6 +3,7 @@
 //! them; they use none of those.
 
 use bytes::Bytes;
+use mpreg_proto::multistep::{Command, ManyError, References, Request, Results};
 use mpreg_proto::{Call, CallError, Event, NodeId};
 use semver::{Version, VersionReq};
 use serde::Serialize;
@@ -285,6 +286,92 @@ impl IntoFuture for CallBuilder {
                 return Err(e);
             }
             (self.dispatch)(self.call).await.map(Reply)
+        })
+    }
+}
+
+// ----- multi-step calls ---------------------------------------------------------
+
+/// The future of a multi-step call's outcome.
+pub(crate) type ManyOutcome = Pin<Box<dyn Future<Output = Result<Results, ManyError>> + Send>>;
+
+/// How a multi-step call reaches the core.
+pub(crate) type ManyDispatch = Box<dyn FnOnce(Request) -> ManyOutcome + Send>;
+
+/// A multi-step call being prepared ([`mpreg_proto::multistep`]); `.await`
+/// it for every command's result by name.
+///
+/// ```no_run
+/// # async fn demo(node: mpreg_drive::Node) -> Result<(), mpreg_drive::ManyError> {
+/// use mpreg_drive::Command;
+/// use std::time::Duration;
+/// let results = node
+///     .call_many([
+///         Command::new("raw", "ingest").arg("s3://bucket/day").locs(["storage"]),
+///         // "raw.rows" takes the field `rows` of ingest's result.
+///         Command::new("model", "train").arg("raw.rows").locs(["gpu"]),
+///     ])
+///     .timeout(Duration::from_secs(60))
+///     .await?;
+/// println!("{}", results["model"]);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a call does nothing until awaited"]
+pub struct ManyBuilder {
+    dispatch: ManyDispatch,
+    commands: Vec<Command>,
+    references: References,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ManyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManyBuilder")
+            .field("commands", &self.commands)
+            .field("references", &self.references)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ManyBuilder {
+    pub(crate) fn new(
+        dispatch: ManyDispatch,
+        commands: impl IntoIterator<Item = Command>,
+    ) -> ManyBuilder {
+        ManyBuilder {
+            dispatch,
+            commands: commands.into_iter().collect(),
+            references: References::Names,
+            timeout: None,
+        }
+    }
+
+    /// Sets the budget of the whole request (default: the node's
+    /// `calls.default_timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> ManyBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Only `{"$ref": "name.field"}` objects refer to other commands'
+    /// results; plain strings stay strings.
+    pub fn explicit_references(mut self) -> ManyBuilder {
+        self.references = References::Explicit;
+        self
+    }
+}
+
+impl IntoFuture for ManyBuilder {
+    type Output = Result<Results, ManyError>;
+    type IntoFuture = ManyOutcome;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let mut req = Request::with_references(self.commands, self.references)?;
+            req.timeout = self.timeout;
+            (self.dispatch)(req).await
         })
     }
 }

@@ -13,12 +13,13 @@
 //! # Ok(()) }
 //! ```
 
-use crate::api::{CallBuilder, Dispatch, FunctionEntry};
+use crate::api::{CallBuilder, Dispatch, FunctionEntry, ManyBuilder};
 use crate::conn::{self, ConnEvent, Outbox};
 use crate::runtime::{self, DefaultTransport, Runtime, Task};
 use crate::transport::Transport;
 use bytes::Bytes;
 use mpreg_proto::chunk::MAX_CHUNK;
+use mpreg_proto::multistep::{Command, ManyError, Request, Results};
 use mpreg_proto::wire::{Query, QueryAnswer};
 use mpreg_proto::{
     Addr, Call, CallError, ClientConn, ClientEvent, MemberState, MemberView, NodeId, TrafficClass,
@@ -67,6 +68,10 @@ enum ClientCommand {
     Call {
         call: Call,
         reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    CallMany {
+        request: Request,
+        reply: oneshot::Sender<Result<Results, ManyError>>,
     },
     Query {
         query: Query,
@@ -211,6 +216,15 @@ impl<Rt: Runtime> Client<Rt> {
         CallBuilder::new(self.dispatch(), function, Ok(args.into().to_vec()))
     }
 
+    /// A multi-step call run by the node ([`Node::call_many`](crate::Node::call_many)).
+    pub fn call_many(&self, commands: impl IntoIterator<Item = Command>) -> ManyBuilder {
+        let tx = self.tx.clone();
+        ManyBuilder::new(
+            Box::new(move |r| Box::pin(call_many::<Rt>(tx, r))),
+            commands,
+        )
+    }
+
     fn dispatch(&self) -> Dispatch {
         let tx = self.tx.clone();
         Box::new(move |c| Box::pin(call::<Rt>(tx, c)))
@@ -286,8 +300,26 @@ async fn call<Rt: Runtime>(
     }
 }
 
+async fn call_many<Rt: Runtime>(
+    tx: mpsc::Sender<ClientCommand>,
+    request: Request,
+) -> Result<Results, ManyError> {
+    let budget = request.timeout.unwrap_or(DEFAULT_BUDGET);
+    let (reply, rx) = oneshot::channel();
+    let closed = || ManyError::Request(CallError::Unreachable);
+    tx.send(ClientCommand::CallMany { request, reply })
+        .await
+        .map_err(|_| closed())?;
+    match runtime::timeout::<Rt, _>(budget + REPLY_SLACK, rx).await {
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Err(closed()),
+        None => Err(ManyError::Request(CallError::Timeout)),
+    }
+}
+
 enum Waiting {
     Call(oneshot::Sender<Result<Bytes, CallError>>),
+    Many(oneshot::Sender<Result<Results, ManyError>>),
     Query(oneshot::Sender<QueryAnswer>),
 }
 
@@ -311,14 +343,21 @@ async fn run_client<R: Runtime>(
                         let (t, f) = proto.call(&call);
                         (t, f, Waiting::Call(reply))
                     }
+                    ClientCommand::CallMany { request, reply } => {
+                        let (t, f) = proto.call_many(&request);
+                        (t, f, Waiting::Many(reply))
+                    }
                     ClientCommand::Query { query, reply } => {
                         let (t, f) = proto.query(query);
                         (t, f, Waiting::Query(reply))
                     }
                 };
                 if outbox.push(TrafficClass::Call, Bytes::from(frame), false).is_err() {
-                    if let Waiting::Call(r) = w {
-                        let _ = r.send(Err(CallError::Rejected("the client's queue is full".into())));
+                    let full = || CallError::Rejected("the client's queue is full".into());
+                    match w {
+                        Waiting::Call(r) => drop(r.send(Err(full()))),
+                        Waiting::Many(r) => drop(r.send(Err(ManyError::Request(full())))),
+                        Waiting::Query(_) => {}
                     }
                     continue;
                 }
@@ -329,6 +368,11 @@ async fn run_client<R: Runtime>(
                     Some(((), ConnEvent::Frame(f))) => match proto.handle_frame(&f) {
                         Ok(Some(ClientEvent::Reply { token, result })) => {
                             if let Some(Waiting::Call(r)) = waiting.remove(&token) {
+                                let _ = r.send(result);
+                            }
+                        }
+                        Ok(Some(ClientEvent::ManyReply { token, result })) => {
+                            if let Some(Waiting::Many(r)) = waiting.remove(&token) {
                                 let _ = r.send(result);
                             }
                         }

@@ -16,9 +16,10 @@ use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use mpreg_proto::chunk::MAX_CHUNK;
+use mpreg_proto::multistep::{ManyError, Request, Results};
 use mpreg_proto::{
     Addr, Call, CallError, CallId, Closed, ConnId, Event, FunctionSpec, InvocationId, MemberView,
-    Node as Core, Order, RegisterError, Time,
+    Node as Core, Order, RegisterError, RequestId, Time,
 };
 use semver::Version;
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +53,11 @@ pub(crate) enum Command {
         token: u64,
         call: Call,
         reply: oneshot::Sender<Result<Bytes, CallError>>,
+    },
+    CallMany {
+        token: u64,
+        request: Request,
+        reply: oneshot::Sender<Result<Results, ManyError>>,
     },
     Cancel {
         token: u64,
@@ -124,6 +130,8 @@ pub(crate) struct Driver<T: Transport> {
     running: HashMap<InvocationId, Option<Task>>,
     calls: HashMap<CallId, (u64, oneshot::Sender<Result<Bytes, CallError>>)>,
     tokens: HashMap<u64, CallId>,
+    requests: HashMap<RequestId, (u64, oneshot::Sender<Result<Results, ManyError>>)>,
+    request_tokens: HashMap<u64, RequestId>,
     events: broadcast::Sender<Observed>,
     stats: Stats,
     leaving: Vec<oneshot::Sender<()>>,
@@ -168,6 +176,8 @@ impl<T: Transport> Driver<T> {
             running: HashMap::new(),
             calls: HashMap::new(),
             tokens: HashMap::new(),
+            requests: HashMap::new(),
+            request_tokens: HashMap::new(),
             events,
             stats: Stats::default(),
             leaving: Vec::new(),
@@ -517,10 +527,23 @@ impl<T: Transport> Driver<T> {
                     let _ = reply.send(Err(e));
                 }
             },
+            Command::CallMany {
+                token,
+                request,
+                reply,
+            } => {
+                let id = self.core.call_many(now, request);
+                self.request_tokens.insert(token, id);
+                self.requests.insert(id, (token, reply));
+            }
             Command::Cancel { token } => {
                 if let Some(id) = self.tokens.remove(&token) {
                     self.calls.remove(&id);
                     let _ = self.core.cancel(now, id);
+                }
+                if let Some(id) = self.request_tokens.remove(&token) {
+                    self.requests.remove(&id);
+                    let _ = self.core.cancel_many(now, id);
                 }
             }
             Command::Join { seeds } => self.core.join(now, seeds),
@@ -578,6 +601,12 @@ impl<T: Transport> Driver<T> {
             Event::CallDone { call, result } => {
                 if let Some((token, reply)) = self.calls.remove(&call) {
                     self.tokens.remove(&token);
+                    let _ = reply.send(result);
+                }
+            }
+            Event::ManyDone { request, result } => {
+                if let Some((token, reply)) = self.requests.remove(&request) {
+                    self.request_tokens.remove(&token);
                     let _ = reply.send(result);
                 }
             }

@@ -63,13 +63,16 @@ pub mod transport;
 #[cfg(feature = "tungstenite")]
 pub mod tungstenite;
 
-pub use api::{CallBuilder, Events, FunctionEntry, Observed, Reply, Stats, Stopped, funtimes};
+pub use api::{
+    CallBuilder, Events, FunctionEntry, ManyBuilder, Observed, Reply, Stats, Stopped, funtimes,
+};
 pub use client::{Client, ClientError};
 pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
 pub use node::{Node, NodeInfo, StartError};
 pub use runtime::{AnyRuntime, DefaultTransport, Runtime};
 pub use transport::Transport;
 
+pub use mpreg_proto::multistep::{Command, ManyError, RequestError, Results};
 pub use mpreg_proto::{
     Addr, BridgeConfig, CallError, ConnView, Event, FunctionSpec, MemberState, MemberView, Metrics,
     NodeId, Policy, RegisterError,
@@ -80,10 +83,11 @@ pub use semver::{Version, VersionReq};
 /// `Client` aliases, runtime and transport: one list for both.
 pub mod exports {
     pub use crate::{
-        Addr, AnyRuntime, BridgeConfig, CallBuilder, CallError, ClientError, ConfigError, ConnView,
-        DefaultTransport, Event, Events, FunctionEntry, FunctionSpec, Layer, MemberState,
-        MemberView, Metrics, NodeId, NodeInfo, Observed, Policy, PolicyKind, RegisterError, Reply,
-        Runtime, RuntimeSettings, Settings, StartError, Stats, Stopped, Topology, Transport,
-        Version, VersionReq, client, config, funtimes, runtime, transport,
+        Addr, AnyRuntime, BridgeConfig, CallBuilder, CallError, ClientError, Command, ConfigError,
+        ConnView, DefaultTransport, Event, Events, FunctionEntry, FunctionSpec, Layer, ManyBuilder,
+        ManyError, MemberState, MemberView, Metrics, NodeId, NodeInfo, Observed, Policy,
+        PolicyKind, RegisterError, Reply, RequestError, Results, Runtime, RuntimeSettings,
+        Settings, StartError, Stats, Stopped, Topology, Transport, Version, VersionReq, client,
+        config, funtimes, runtime, transport,
     };
 }

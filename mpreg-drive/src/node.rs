@@ -2,8 +2,8 @@
 //! read views and events, leave.
 
 use crate::api::{
-    CallBuilder, Dispatch, Events, FunctionEntry, Handler, LocalFuture, Observed, Stats, Stopped,
-    decode_args, encode_result,
+    CallBuilder, Dispatch, Events, FunctionEntry, Handler, LocalFuture, ManyBuilder, ManyDispatch,
+    Observed, Stats, Stopped, decode_args, encode_result,
 };
 use crate::config::Settings;
 use crate::driver::{Command, Driver};
@@ -11,6 +11,7 @@ use crate::runtime::{AnyRuntime, DefaultTransport, Runtime};
 use crate::transport::{Listener, Transport};
 use bytes::Bytes;
 use futures_util::future::select;
+use mpreg_proto::multistep::{self, ManyError};
 use mpreg_proto::{
     Addr, CallError, Config, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
     RegisterError, Time,
@@ -452,6 +453,39 @@ impl<Rt> Node<Rt> {
     /// A call with raw-bytes arguments.
     pub fn call_raw(&self, function: &str, args: impl Into<Bytes>) -> CallBuilder {
         CallBuilder::new(self.dispatch(), function, Ok(args.into().to_vec()))
+    }
+
+    /// A multi-step call ([`mpreg_proto::multistep`]): commands whose
+    /// arguments take other commands' results, run level by level from
+    /// this node, each on a provider its `locs` choose. Await the
+    /// [`ManyBuilder`](crate::ManyBuilder) for every command's result by
+    /// name; dropping it cancels what is still running.
+    pub fn call_many(&self, commands: impl IntoIterator<Item = multistep::Command>) -> ManyBuilder {
+        let cmd = self.inner.cmd.clone();
+        let token = self.inner.tokens.fetch_add(1, Ordering::Relaxed);
+        let dispatch: ManyDispatch = Box::new(move |request| {
+            Box::pin(async move {
+                let stopped =
+                    || ManyError::Request(CallError::Rejected("the node has stopped".into()));
+                let (reply, rx) = oneshot::channel();
+                cmd.send(Command::CallMany {
+                    token,
+                    request,
+                    reply,
+                })
+                .await
+                .map_err(|_| stopped())?;
+                let mut guard = CancelGuard {
+                    cmd,
+                    token,
+                    armed: true,
+                };
+                let r = rx.await;
+                guard.armed = false;
+                r.map_err(|_| stopped())?
+            })
+        });
+        ManyBuilder::new(dispatch, commands)
     }
 
     /// Sends a call to the drive loop; dropping the future cancels it.

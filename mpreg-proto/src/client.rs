@@ -8,8 +8,11 @@
 
 use crate::error::CallError;
 use crate::id::{Addr, NodeId};
+use crate::multistep::{self, Command, ManyError, References, RequestError, Results};
 use crate::node::Call;
-use crate::wire::{self, ClientCall, DecodeError, Hello, Message, Query, QueryAnswer, Role};
+use crate::wire::{
+    self, ClientCall, ClientMany, DecodeError, Hello, Message, Query, QueryAnswer, Role,
+};
 use bytes::Bytes;
 
 /// What a node sent to a client.
@@ -28,6 +31,13 @@ pub enum ClientEvent {
         token: u64,
         /// The outcome.
         result: Result<Bytes, CallError>,
+    },
+    /// The outcome of a multi-step call.
+    ManyReply {
+        /// The token [`ClientConn::call_many`] returned.
+        token: u64,
+        /// Every command's result by name, or why not.
+        result: Result<Results, ManyError>,
     },
     /// A view.
     Answer {
@@ -93,6 +103,21 @@ impl ClientConn {
         )
     }
 
+    /// A multi-step call's frame and the token its reply will carry.
+    pub fn call_many(&mut self, req: &multistep::Request) -> (u64, Vec<u8>) {
+        let token = self.token();
+        let msg = Message::ClientMany(ClientMany {
+            token,
+            commands: Command::list_to_json(&req.commands).into(),
+            explicit: req.references() == References::Explicit,
+            budget_us: req.timeout.map_or(0, |t| t.as_micros() as u64),
+        });
+        (
+            token,
+            wire::encode(&msg, wire::MIN_PROTOCOL_VERSION, self.cluster),
+        )
+    }
+
     /// A query frame and its token.
     pub fn query(&mut self, q: Query) -> (u64, Vec<u8>) {
         let token = self.token();
@@ -115,6 +140,13 @@ impl ClientConn {
             Message::ClientReply(r) => Some(ClientEvent::Reply {
                 token: r.token,
                 result: r.result,
+            }),
+            Message::ClientManyReply(r) => Some(ClientEvent::ManyReply {
+                token: r.token,
+                result: r.result.and_then(|json| {
+                    serde_json::from_slice(&json)
+                        .map_err(|e| RequestError::Malformed(format!("the reply: {e}")).into())
+                }),
             }),
             Message::ClientAnswer((token, answer)) => Some(ClientEvent::Answer { token, answer }),
             _ => None,
@@ -180,5 +212,69 @@ mod tests {
         // A client that goes away takes nothing with it: no dial back.
         n.close(&label, crate::Closed::Lost);
         assert!(n.dials.is_empty());
+    }
+
+    #[test]
+    fn a_client_runs_a_multi_step_call_and_hears_refusals_typed() {
+        let mut n = Lone::new(Config::default(), 1);
+        n.node
+            .register(Time::ZERO, FunctionSpec::new("echo"))
+            .unwrap();
+        let mut c = ClientConn::new(None, 1 << 20);
+        let label = Addr::new("client");
+        let conn = n.accept(&label);
+        n.frame_on(conn, &c.hello()).unwrap();
+        let req = multistep::Request::new(vec![
+            Command::new("a", "echo").arg("hi"),
+            Command::new("b", "echo").arg("a"),
+        ])
+        .unwrap();
+        let (token, frame) = c.call_many(&req);
+        n.frame_on(conn, &frame).unwrap();
+        for _ in 0..2 {
+            let inv = n.invocations.pop().unwrap();
+            n.node
+                .complete_invocation(n.now, inv.id, Ok(inv.args))
+                .unwrap();
+            n.drain();
+        }
+        let replies = |n: &mut Lone, c: &mut ClientConn| -> Vec<ClientEvent> {
+            let got = n
+                .sent
+                .iter()
+                .filter_map(|(_, f)| c.handle_frame(f).unwrap())
+                .filter(|e| matches!(e, ClientEvent::ManyReply { .. }))
+                .collect();
+            n.sent.clear();
+            got
+        };
+        let want = Results::from([
+            ("a".into(), serde_json::json!(["hi"])),
+            ("b".into(), serde_json::json!([["hi"]])),
+        ]);
+        assert_eq!(
+            replies(&mut n, &mut c),
+            vec![ClientEvent::ManyReply {
+                token,
+                result: Ok(want)
+            }]
+        );
+        // A request the node cannot take is refused with the typed error.
+        let msg = Message::ClientMany(ClientMany {
+            token: 9,
+            commands: Bytes::from_static(br#"[{"name": "a", "fun": "echo", "args": ["a"]}]"#),
+            explicit: false,
+            budget_us: 0,
+        });
+        n.frame_on(conn, &wire::encode(&msg, 1, wire::ANY_CLUSTER))
+            .unwrap();
+        let cycle = RequestError::Cycle(vec!["a".into(), "a".into()]);
+        assert_eq!(
+            replies(&mut n, &mut c),
+            vec![ClientEvent::ManyReply {
+                token: 9,
+                result: Err(cycle.into())
+            }]
+        );
     }
 }

@@ -4,6 +4,8 @@
 use crate::error::CallError;
 use crate::id::{Addr, CallId, InvocationId, NodeId};
 use crate::metrics::Limit;
+use crate::multistep::{ManyError, Results};
+use crate::node::RequestId;
 use bytes::Bytes;
 use compact_str::CompactString;
 use semver::Version;
@@ -159,6 +161,13 @@ pub enum Event {
         call: CallId,
         /// Its outcome.
         result: Result<Bytes, CallError>,
+    },
+    /// A multi-step call this node made ([`Node::call_many`](crate::Node::call_many)) finished.
+    ManyDone {
+        /// Which request.
+        request: RequestId,
+        /// Every command's result by name, or why not.
+        result: Result<Results, ManyError>,
     },
     /// A configured limit was hit for the first time (later hits are only
     /// counted in [`Metrics`](crate::Metrics)).

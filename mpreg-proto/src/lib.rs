@@ -37,8 +37,9 @@
 //! | `node::sync` | anti-entropy over a range digest |
 //! | [`catalog`] | versioned per-node function entries, the funtimes view |
 //! | `node::calls` | routing, call state, deduplication, failover, handler budgets |
-//! | [`upstream`] | upstream MPREG's JSON client protocol: requests, levels, references, answers |
-//! | `node::upstream` | running those requests level by level |
+//! | [`multistep`] | multi-step calls: commands, references, levels |
+//! | `node::requests` | running them level by level, for the application, clients and upstream clients |
+//! | [`upstream`] | upstream MPREG's JSON client protocol: requests and answers |
 //! | `node` | ties them together; the phased leave |
 //! | [`config`] | every knob, its default, validation, `detection_bound` |
 //! | [`testing`] | drivers for tests: a scripted node, an in-memory network |
@@ -167,6 +168,7 @@ mod hash;
 mod id;
 mod members;
 mod metrics;
+pub mod multistep;
 mod node;
 mod records;
 mod rtt;
@@ -186,7 +188,7 @@ pub use error::{CallError, FrameError, InvocationError, RegisterError};
 pub use event::{Closed, ConnId, Event, Invocation, Order, TrafficClass, Transmit};
 pub use id::{Addr, CallId, Incarnation, InvocationId, NodeId, Url};
 pub use metrics::{Limit, Metrics, PerKind, RejectReason};
-pub use node::{Call, ConnView, Identity, MemberView, Node, Status};
+pub use node::{Call, ConnView, Identity, MemberView, Node, RequestId, Status};
 pub use records::MemberState;
 pub use time::Time;
 pub use wire::Role;

@@ -227,6 +227,36 @@ pub struct ClientReply {
     pub result: Result<Bytes, CallError>,
 }
 
+/// A multi-step call made by a client connection
+/// ([`multistep`](crate::multistep)).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ClientMany {
+    /// Chosen by the client to match the reply.
+    pub token: u64,
+    /// The commands as a JSON list in upstream's shape
+    /// ([`Command::list_to_json`](crate::multistep::Command::list_to_json)).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::bytes))]
+    pub commands: Bytes,
+    /// Only `{"$ref": …}` refers
+    /// ([`References::Explicit`](crate::multistep::References::Explicit)).
+    pub explicit: bool,
+    /// Budget of the whole request in microseconds; 0 takes the node's
+    /// default.
+    pub budget_us: u64,
+}
+
+/// The reply to a [`ClientMany`].
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ClientManyReply {
+    /// The client's token.
+    pub token: u64,
+    /// Every command's result by name, as a JSON object, or why not.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arb::many_outcome))]
+    pub result: Result<Bytes, crate::multistep::ManyError>,
+}
+
 /// Views a client can ask for.
 #[derive(Copy, Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -354,6 +384,8 @@ messages! {
     31 => Summary(ClusterSummary), "What can be reached through the sender's cluster.";
     32 => FedCall(CallRequest), "A call crossing a bridge.";
     33 => FedResponse(CallResponse), "The outcome of a call, crossing back.";
+    34 => ClientMany(ClientMany), "A multi-step call from a client connection.";
+    35 => ClientManyReply(ClientManyReply), "Answers a client's multi-step call.";
 }
 
 /// Opens a bridge: who the sender is, in which cluster.
@@ -640,6 +672,16 @@ mod arb {
     }
 
     pub(super) fn outcome(u: &mut Unstructured<'_>) -> Result<Result<Bytes, CallError>> {
+        Ok(if u.arbitrary()? {
+            Ok(bytes(u)?)
+        } else {
+            Err(u.arbitrary()?)
+        })
+    }
+
+    pub(super) fn many_outcome(
+        u: &mut Unstructured<'_>,
+    ) -> Result<Result<Bytes, crate::multistep::ManyError>> {
         Ok(if u.arbitrary()? {
             Ok(bytes(u)?)
         } else {

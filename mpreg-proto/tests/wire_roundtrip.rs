@@ -2,6 +2,7 @@
 //! makes decoding panic.
 
 use bytes::Bytes;
+use mpreg_proto::multistep::{ManyError, RequestError};
 use mpreg_proto::wire::*;
 use mpreg_proto::{Addr, CallError, CallId, FnBody, MemberState, NodeId, Route};
 use proptest::prelude::*;
@@ -164,6 +165,21 @@ fn call_error() -> impl Strategy<Value = CallError> {
 }
 fn outcome() -> impl Strategy<Value = Result<Bytes, CallError>> {
     prop_oneof![payload().prop_map(Ok), call_error().prop_map(Err)]
+}
+fn many_outcome() -> impl Strategy<Value = Result<Bytes, ManyError>> {
+    let text = || "[a-z.]{0,8}";
+    prop_oneof![
+        payload().prop_map(Ok),
+        call_error().prop_map(|e| Err(ManyError::Request(e))),
+        (text(), call_error())
+            .prop_map(|(command, error)| Err(ManyError::Failed { command, error })),
+        proptest::collection::vec(text(), 0..4)
+            .prop_map(|c| Err(ManyError::Invalid(RequestError::Cycle(c)))),
+        (text(), text()).prop_map(|(command, reference)| Err(ManyError::Invalid(
+            RequestError::Field { command, reference }
+        ))),
+        Just(Err(ManyError::Invalid(RequestError::Empty))),
+    ]
 }
 fn peer() -> impl Strategy<Value = PeerInfo> {
     (node_id(), addr()).prop_map(|(id, addr)| PeerInfo { id, addr })
@@ -387,6 +403,19 @@ fn message() -> impl Strategy<Value = Message> {
             .boxed(),
         (any::<u64>(), outcome())
             .prop_map(|(token, result)| Message::ClientReply(ClientReply { token, result }))
+            .boxed(),
+        (any::<u64>(), payload(), any::<bool>(), any::<u64>())
+            .prop_map(|(token, commands, explicit, budget_us)| {
+                Message::ClientMany(ClientMany {
+                    token,
+                    commands,
+                    explicit,
+                    budget_us,
+                })
+            })
+            .boxed(),
+        (any::<u64>(), many_outcome())
+            .prop_map(|(token, result)| Message::ClientManyReply(ClientManyReply { token, result }))
             .boxed(),
         (
             any::<u64>(),

@@ -107,13 +107,8 @@ pub(super) enum Origin {
     Local,
     /// A client connection.
     Client { addr: Addr, token: u64 },
-    /// Command `command` of request `request` of an upstream MPREG client
-    /// at `addr`.
-    Upstream {
-        addr: Addr,
-        request: u64,
-        command: usize,
-    },
+    /// Command `command` of multi-step request `request` run here.
+    Step { request: u64, command: usize },
     /// A call this node forwards: a member of its cluster (`bridge: false`)
     /// or a bridge peer waits for the outcome.
     Relay { addr: Addr, bridge: bool },
@@ -296,7 +291,11 @@ pub(super) fn refusal(id: CallId) -> CallResponse {
 pub(super) fn client_may_send(kind: MessageKind) -> bool {
     matches!(
         kind,
-        MessageKind::Hello | MessageKind::Ping | MessageKind::ClientCall | MessageKind::ClientQuery
+        MessageKind::Hello
+            | MessageKind::Ping
+            | MessageKind::ClientCall
+            | MessageKind::ClientMany
+            | MessageKind::ClientQuery
     )
 }
 
@@ -530,9 +529,7 @@ impl Node {
                 });
                 self.send(now, addr, &msg, TrafficClass::Call);
             }
-            Origin::Upstream {
-                request, command, ..
-            } => self.upstream_done(now, *request, *command, result),
+            Origin::Step { request, command } => self.step_done(now, *request, *command, result),
             Origin::Relay { addr, bridge } => {
                 let load = u32::try_from(self.calls.running).unwrap_or(u32::MAX);
                 let resp = CallResponse { id, result, load };
@@ -889,16 +886,16 @@ impl Node {
             let left = self.member_state(&n) == Some(MemberState::Left);
             self.provider_gone(now, n, left);
         }
-        self.client_gone(addr);
+        self.client_gone(now, addr);
     }
 
     /// A client's connection is gone: its calls get nothing more.
-    pub(super) fn client_gone(&mut self, addr: &Addr) {
+    pub(super) fn client_gone(&mut self, now: Time, addr: &Addr) {
         self.calls.pending.retain(|_, p| match &p.origin {
-            Origin::Client { addr: a, .. } | Origin::Upstream { addr: a, .. } => a != addr,
+            Origin::Client { addr: a, .. } => a != addr,
             _ => true,
         });
-        self.upstream_gone(addr);
+        self.requests_gone(now, addr);
     }
 
     /// The peer at `addr` closed its connection cleanly: everything it sent
@@ -924,7 +921,7 @@ impl Node {
             }
             self.retry_call(now, id, CallError::Unreachable);
         }
-        self.client_gone(addr);
+        self.client_gone(now, addr);
     }
 
     pub(super) fn on_response(&mut self, now: Time, peer: Option<NodeId>, resp: CallResponse) {

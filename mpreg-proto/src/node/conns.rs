@@ -351,7 +351,7 @@ impl Node {
             return;
         };
         if c.role == Role::Client {
-            self.client_gone(&c.key);
+            self.client_gone(now, &c.key);
         }
         // Closes this node asked for say nothing about the peer.
         let ours = c.closing.is_some();

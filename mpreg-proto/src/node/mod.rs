@@ -12,10 +12,11 @@ mod conns;
 mod federation;
 mod membership;
 mod overlay;
+mod requests;
 mod sync;
-mod upstream;
 
 pub use calls::Call;
+pub use requests::RequestId;
 
 use crate::catalog::{Catalog, FunctionSpec};
 use crate::config::{Config, ConfigError};
@@ -166,7 +167,7 @@ pub struct Node {
     sync: sync::SyncState,
     calls: calls::Calls,
     fed: federation::Federation,
-    upstream: upstream::Upstream,
+    requests: requests::Requests,
     timers: Timers,
     orders: VecDeque<Order>,
     /// `Send`s among `orders`.
@@ -207,7 +208,7 @@ impl Node {
             sync: sync::SyncState::default(),
             calls: calls::Calls::default(),
             fed: federation::Federation::default(),
-            upstream: upstream::Upstream::default(),
+            requests: requests::Requests::default(),
             timers: Timers::default(),
             orders: VecDeque::new(),
             queued_sends: 0,
@@ -559,6 +560,10 @@ impl Node {
                 token: c.token,
                 result: Err(CallError::Overloaded),
             })),
+            Some(Message::ClientMany(c)) => Some(Message::ClientManyReply(wire::ClientManyReply {
+                token: c.token,
+                result: Err(crate::multistep::ManyError::Request(CallError::Overloaded)),
+            })),
             Some(Message::Call(r)) => Some(Message::Response(calls::refusal(r.id))),
             Some(Message::FedCall(r)) => Some(Message::FedResponse(calls::refusal(r.id))),
             _ => None,
@@ -626,7 +631,8 @@ impl Node {
             Message::Cancel(id) => self.on_cancel(now, id),
             Message::ClientCall(c) => self.on_client_call(now, from, c),
             Message::ClientQuery((token, q)) => self.on_client_query(now, from, token, q),
-            Message::ClientReply(_) | Message::ClientAnswer(_) => {}
+            Message::ClientMany(c) => self.on_client_many(now, from, c),
+            Message::ClientReply(_) | Message::ClientAnswer(_) | Message::ClientManyReply(_) => {}
             Message::BridgeHello(h) => self.on_bridge_hello(now, from, h),
             Message::BridgeReject(_) => self.on_bridge_reject(now, from),
             Message::Summary(s) => self.on_summary(now, from, s),
@@ -770,6 +776,7 @@ impl Node {
         }
         self.flush_broadcasts(now);
         self.calls.fail_all_pending(now);
+        self.fail_requests();
         self.close_all(now);
         self.timers
             .set(Timer::Leave, now + self.cfg.leave.flush_timeout);
