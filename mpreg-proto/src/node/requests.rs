@@ -12,7 +12,7 @@ use crate::error::{CallError, FrameError};
 use crate::event::{ConnId, Event, TrafficClass, Transmit};
 use crate::id::{Addr, CallId};
 use crate::metrics::{Limit, RejectReason};
-use crate::multistep::{self, Command, ManyError, References, Request, RequestError};
+use crate::multistep::{self, Command, ManyError, References, Request};
 use crate::time::Time;
 use crate::upstream;
 use crate::wire::{ClientMany, ClientManyReply, Message, MessageKind, Role};
@@ -33,11 +33,18 @@ pub(super) struct Requests {
     running: BTreeMap<u64, Running>,
 }
 
+impl Requests {
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}
+
 /// Who waits for a request's answer.
 #[derive(Debug)]
 enum Owner {
     /// The application ([`Event::ManyDone`]).
-    Local,
+    Local(RequestId),
     /// A client connection ([`ClientManyReply`]).
     Client { addr: Addr, token: u64 },
     /// An upstream MPREG client (its JSON answer).
@@ -52,7 +59,7 @@ enum Owner {
 impl Owner {
     fn addr(&self) -> Option<&Addr> {
         match self {
-            Owner::Local => None,
+            Owner::Local(_) => None,
             Owner::Client { addr, .. } | Owner::Upstream { addr, .. } => Some(addr),
         }
     }
@@ -76,7 +83,8 @@ impl Node {
     /// Starts a multi-step call. Its outcome arrives as [`Event::ManyDone`]
     /// with the returned id (also when it fails at once).
     pub fn call_many(&mut self, now: Time, req: Request) -> RequestId {
-        let id = self.start_request(now, Owner::Local, req);
+        let id = self.requests.next_id();
+        self.start_request(now, id, Owner::Local(RequestId(id)), req);
         self.flush(now);
         RequestId(id)
     }
@@ -111,9 +119,10 @@ impl Node {
             });
         match req {
             Ok(req) => {
-                self.start_request(now, owner, req);
+                let id = self.requests.next_id();
+                self.start_request(now, id, owner, req);
             }
-            Err(e) => self.answer_owner(now, owner, None, Err(e.into())),
+            Err(e) => self.answer_owner(now, owner, Err(e.into())),
         }
     }
 
@@ -155,7 +164,8 @@ impl Node {
                     intermediate: r.intermediate,
                     summary: r.summary,
                 };
-                self.start_request(now, owner, r.steps);
+                let id = self.requests.next_id();
+                self.start_request(now, id, owner, r.steps);
             }
             Err(e) => {
                 let u = upstream::id_of(frame);
@@ -167,9 +177,7 @@ impl Node {
         Ok(())
     }
 
-    fn start_request(&mut self, now: Time, owner: Owner, req: Request) -> u64 {
-        let id = self.requests.next;
-        self.requests.next += 1;
+    fn start_request(&mut self, now: Time, id: u64, owner: Owner, req: Request) {
         let timeout = req.timeout.unwrap_or(self.cfg.calls.default_timeout);
         let deadline = now + timeout.min(self.cfg.calls.max_timeout);
         let running = Running {
@@ -183,7 +191,6 @@ impl Node {
         };
         self.requests.running.insert(id, running);
         self.run_level(now, id);
-        id
     }
 
     /// Starts the commands of request `id`'s current level.
@@ -270,8 +277,8 @@ impl Node {
             return;
         };
         let mut r = self.cancel_inflight(now, r);
-        let owner = std::mem::replace(&mut r.owner, Owner::Local);
-        self.answer_owner(now, owner, Some((id, &r)), outcome);
+        let owner = std::mem::replace(&mut r.owner, Owner::Local(RequestId(id)));
+        self.answer_owner(now, owner, outcome.map(|()| &r));
     }
 
     fn cancel_inflight(&mut self, now: Time, mut r: Running) -> Running {
@@ -281,15 +288,8 @@ impl Node {
         r
     }
 
-    /// Answers `owner`; `running` is the request (absent when it was
-    /// refused before it ran).
-    fn answer_owner(
-        &mut self,
-        now: Time,
-        owner: Owner,
-        running: Option<(u64, &Running)>,
-        outcome: Result<(), ManyError>,
-    ) {
+    /// Answers `owner` with the results of `outcome`'s request, or why not.
+    fn answer_owner(&mut self, now: Time, owner: Owner, outcome: Result<&Running, ManyError>) {
         let all = |r: &Running| -> multistep::Results {
             r.req
                 .named(0..r.req.commands.len(), &r.results)
@@ -297,22 +297,16 @@ impl Node {
                 .collect()
         };
         match owner {
-            Owner::Local => {
-                let Some((id, r)) = running else { return };
-                let result = outcome.map(|()| all(r));
-                self.calls.finished.push(Event::ManyDone {
-                    request: RequestId(id),
-                    result,
-                });
+            Owner::Local(request) => {
+                let result = outcome.map(all);
+                self.calls
+                    .finished
+                    .push(Event::ManyDone { request, result });
             }
             Owner::Client { addr, token } => {
-                let result = match (outcome, running) {
-                    (Ok(()), Some((_, r))) => {
-                        Ok(Bytes::from(serde_json::to_vec(&all(r)).unwrap_or_default()))
-                    }
-                    (Ok(()), None) => Ok(Bytes::from_static(b"{}")),
-                    (Err(e), _) => Err(e),
-                };
+                // Strings and JSON values always serialise.
+                let result =
+                    outcome.map(|r| Bytes::from(serde_json::to_vec(&all(r)).unwrap_or_default()));
                 let msg = Message::ClientManyReply(ClientManyReply { token, result });
                 self.send(now, &addr, &msg, TrafficClass::Call);
             }
@@ -322,17 +316,16 @@ impl Node {
                 intermediate,
                 summary,
             } => {
-                let answer = match (outcome, running) {
-                    (Ok(()), Some((_, r))) => {
+                let answer = match outcome {
+                    Ok(r) => {
                         let elapsed = now.saturating_since(r.started);
                         upstream::respond(&u, &r.req, &r.results, intermediate, summary, elapsed)
                     }
-                    (Ok(()), None) => upstream::refuse(&u, &RequestError::Empty),
-                    (Err(ManyError::Invalid(e)), _) => upstream::refuse(&u, &e),
-                    (Err(ManyError::Failed { command, error }), _) => {
+                    Err(ManyError::Invalid(e)) => upstream::refuse(&u, &e),
+                    Err(ManyError::Failed { command, error }) => {
                         upstream::failed(&u, &command, &error)
                     }
-                    (Err(ManyError::Request(error)), _) => upstream::failed(&u, "", &error),
+                    Err(ManyError::Request(error)) => upstream::failed(&u, "", &error),
                 };
                 self.send_upstream(now, &addr, &u, answer);
             }
@@ -358,11 +351,11 @@ impl Node {
     /// This node left: the application's requests fail, the others end
     /// unanswered (their clients hear the connections close).
     pub(super) fn fail_requests(&mut self) {
-        for (id, r) in std::mem::take(&mut self.requests.running) {
-            if let Owner::Local = r.owner {
+        for r in std::mem::take(&mut self.requests.running).into_values() {
+            if let Owner::Local(request) = r.owner {
                 let error = CallError::Rejected("this node left the cluster".into());
                 self.calls.finished.push(Event::ManyDone {
-                    request: RequestId(id),
+                    request,
                     result: Err(ManyError::Request(error)),
                 });
             }
