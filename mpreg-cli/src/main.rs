@@ -22,6 +22,7 @@ use mpreg_tokio::config::{
 use mpreg_tokio::{Command, ManyError, Policy, RequestError, Settings, Topology, VersionReq};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Exit code for invalid configuration or usage (as clap uses).
 const EXIT_CONFIG: u8 = 2;
@@ -338,6 +339,17 @@ fn federation_flags(a: &FederationArgs, l: &mut Layer) -> Result<(), ConfigError
     Ok(())
 }
 
+/// A positive duration for the flag `flag`, or the exit of a bad one.
+fn positive_duration(flag: &str, t: &str) -> Result<Duration, ExitCode> {
+    match parse_duration(t) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(fail(
+            EXIT_CONFIG,
+            format!("invalid value for {flag}: {t:?} (a positive duration)"),
+        )),
+    }
+}
+
 /// A multi-step request the node would not run: exit 2 with its kind.
 fn refused(e: &RequestError) -> ExitCode {
     fail(EXIT_CONFIG, format!("request refused ({}): {e}", e.kind()))
@@ -500,14 +512,9 @@ async fn client(a: ClientArgs) -> ExitCode {
                 call = call.cluster(c);
             }
             if let Some(t) = timeout {
-                match parse_duration(&t) {
-                    Ok(d) if !d.is_zero() => call = call.timeout(d),
-                    _ => {
-                        return fail(
-                            EXIT_CONFIG,
-                            format!("invalid value for --timeout: {t:?} (a positive duration)"),
-                        );
-                    }
+                match positive_duration("--timeout", &t) {
+                    Ok(d) => call = call.timeout(d),
+                    Err(e) => return e,
                 }
             }
             if let Some(v) = version {
@@ -553,14 +560,9 @@ async fn client(a: ClientArgs) -> ExitCode {
                 call = call.explicit_references();
             }
             if let Some(t) = timeout {
-                match parse_duration(&t) {
-                    Ok(d) if !d.is_zero() => call = call.timeout(d),
-                    _ => {
-                        return fail(
-                            EXIT_CONFIG,
-                            format!("invalid value for --timeout: {t:?} (a positive duration)"),
-                        );
-                    }
+                match positive_duration("--timeout", &t) {
+                    Ok(d) => call = call.timeout(d),
+                    Err(e) => return e,
                 }
             }
             match call.await {

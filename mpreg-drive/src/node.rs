@@ -465,24 +465,15 @@ impl<Rt> Node<Rt> {
         let token = self.inner.tokens.fetch_add(1, Ordering::Relaxed);
         let dispatch: ManyDispatch = Box::new(move |request| {
             Box::pin(async move {
-                let stopped =
-                    || ManyError::Request(CallError::Rejected("the node has stopped".into()));
-                let (reply, rx) = oneshot::channel();
-                cmd.send(Command::CallMany {
+                let make = |reply| Command::CallMany {
                     token,
                     request,
                     reply,
-                })
-                .await
-                .map_err(|_| stopped())?;
-                let mut guard = CancelGuard {
-                    cmd,
-                    token,
-                    armed: true,
                 };
-                let r = rx.await;
-                guard.armed = false;
-                r.map_err(|_| stopped())?
+                match cancellable(cmd, token, make).await {
+                    Some(r) => r,
+                    None => Err(ManyError::Request(stopped())),
+                }
             })
         });
         ManyBuilder::new(dispatch, commands)
@@ -494,19 +485,10 @@ impl<Rt> Node<Rt> {
         let token = self.inner.tokens.fetch_add(1, Ordering::Relaxed);
         Box::new(move |call| {
             Box::pin(async move {
-                let stopped = || CallError::Rejected("the node has stopped".into());
-                let (reply, rx) = oneshot::channel();
-                cmd.send(Command::Call { token, call, reply })
+                let make = |reply| Command::Call { token, call, reply };
+                cancellable(cmd, token, make)
                     .await
-                    .map_err(|_| stopped())?;
-                let mut guard = CancelGuard {
-                    cmd,
-                    token,
-                    armed: true,
-                };
-                let r = rx.await;
-                guard.armed = false;
-                r.map_err(|_| stopped())?
+                    .unwrap_or_else(|| Err(stopped()))
             })
         })
     }
@@ -702,6 +684,30 @@ async fn run_node<T: Transport>(
 }
 
 /// Cancels a call whose future was dropped before its outcome.
+fn stopped() -> CallError {
+    CallError::Rejected("the node has stopped".into())
+}
+
+/// Sends the command `make` builds to the drive loop and waits for its
+/// reply; `None` once the node has stopped. Dropping the future before the
+/// reply cancels the work of `token`.
+async fn cancellable<T>(
+    cmd: mpsc::Sender<Command>,
+    token: u64,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (reply, rx) = oneshot::channel();
+    cmd.send(make(reply)).await.ok()?;
+    let mut guard = CancelGuard {
+        cmd,
+        token,
+        armed: true,
+    };
+    let r = rx.await;
+    guard.armed = false;
+    r.ok()
+}
+
 struct CancelGuard {
     cmd: mpsc::Sender<Command>,
     token: u64,

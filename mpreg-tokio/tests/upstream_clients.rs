@@ -3,6 +3,9 @@
 //! built by hand, over a real WebSocket — talks to nodes of this project,
 //! beside a native client on the same port.
 
+mod common;
+
+use common::{has_functions, two_nodes};
 use futures_util::{SinkExt, StreamExt};
 use mpreg_testkit::eventually;
 use mpreg_tokio::{Client, Node, Settings};
@@ -65,58 +68,6 @@ fn cmd(name: &str, fun: &str, args: Value, locs: &[&str]) -> Value {
     json!({"name": name, "fun": fun, "args": args, "kwargs": {}, "locs": locs,
            "function_id": null, "version_constraint": null,
            "target_cluster": null, "routing_topic": null})
-}
-
-async fn has_functions(n: &Node, names: &[&str]) -> bool {
-    let cat = n.catalog().await.unwrap_or_default();
-    names.iter().all(|f| cat.iter().any(|e| e.name == *f))
-}
-
-/// Two nodes: `a` with resource "a" serves `profile`; `b` with "b" serves
-/// `greet`, `scaled` (keyword arguments) and `fails`.
-async fn two_nodes() -> (Node, Node) {
-    let a = Node::start(Settings {
-        resources: vec!["a".into()],
-        ..Settings::local()
-    })
-    .await
-    .unwrap();
-    a.register("profile", ["a"], |(id,): (i64,)| async move {
-        Ok::<_, String>(json!({"user": {"id": id, "name": "ada"}}))
-    })
-    .await
-    .unwrap();
-    let b = Node::start(Settings {
-        resources: vec!["b".into()],
-        seeds: vec![a.addr().clone()],
-        ..Settings::local()
-    })
-    .await
-    .unwrap();
-    b.register("greet", ["b"], |(name,): (String,)| async move {
-        Ok::<_, String>(format!("hello {name}"))
-    })
-    .await
-    .unwrap();
-    b.register("scaled", ["b"], |(x, kw): (i64, Value)| async move {
-        Ok::<_, String>(x * kw["scale"].as_i64().unwrap_or(1))
-    })
-    .await
-    .unwrap();
-    b.register("fails", ["b"], |_: Vec<Value>| async move {
-        Err::<(), _>("no luck")
-    })
-    .await
-    .unwrap();
-    for n in [&a, &b] {
-        eventually(
-            Duration::from_secs(10),
-            "both catalogs complete",
-            || async { has_functions(n, &["profile", "greet", "scaled", "fails"]).await },
-        )
-        .await;
-    }
-    (a, b)
 }
 
 #[tokio::test]
