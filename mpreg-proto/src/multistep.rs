@@ -31,6 +31,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
+/// The most commands one request may hold.
+pub const MAX_COMMANDS: usize = 1024;
+
 /// Every command's result by command name: what a native caller gets.
 pub type Results = BTreeMap<String, Value>;
 
@@ -230,6 +233,9 @@ pub enum RequestError {
     /// No commands.
     #[error("the request has no commands")]
     Empty,
+    /// More than [`MAX_COMMANDS`] commands.
+    #[error("the request has {0} commands, more than {MAX_COMMANDS}")]
+    TooManyCommands(usize),
     /// Two commands share a name.
     #[error("two commands are named {0:?}")]
     DuplicateName(String),
@@ -256,6 +262,7 @@ impl RequestError {
             RequestError::Malformed(_) => "Malformed",
             RequestError::UnknownRole(_) => "UnknownRole",
             RequestError::Empty => "Empty",
+            RequestError::TooManyCommands(_) => "TooManyCommands",
             RequestError::DuplicateName(_) => "DuplicateName",
             RequestError::Cycle(_) => "Cycle",
             RequestError::Version(_) => "Version",
@@ -301,6 +308,9 @@ impl Request {
         if commands.is_empty() {
             return Err(RequestError::Empty);
         }
+        if commands.len() > MAX_COMMANDS {
+            return Err(RequestError::TooManyCommands(commands.len()));
+        }
         let mut index: HashMap<String, usize> = HashMap::with_capacity(commands.len());
         for (i, c) in commands.iter().enumerate() {
             if index.insert(c.name.clone(), i).is_some() {
@@ -314,13 +324,11 @@ impl Request {
                 let mut d = Vec::new();
                 for v in c.args.iter().chain(c.kwargs.values()) {
                     visit_refs(v, explicit_only, &mut |r| {
-                        if let Some((j, _)) = resolve(r, &index)
-                            && !d.contains(&j)
-                        {
-                            d.push(j);
-                        }
+                        d.extend(resolve(r, &index).map(|(j, _)| j));
                     });
                 }
+                d.sort_unstable();
+                d.dedup();
                 d
             })
             .collect();
@@ -454,44 +462,60 @@ fn resolve<'r>(r: &'r str, index: &HashMap<String, usize>) -> Option<(usize, &'r
         .find_map(|(at, _)| index.get(&r[..at]).map(|&i| (i, &r[at + 1..])))
 }
 
-/// Kahn's algorithm by levels; what is left over lies on a cycle.
+/// Kahn's algorithm by levels, linear in commands and references; what is
+/// left over lies on a cycle or behind one.
 fn levels(commands: &[Command], deps: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, RequestError> {
-    let mut level: Vec<Option<usize>> = vec![None; commands.len()];
+    let n = commands.len();
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, d) in deps.iter().enumerate() {
+        for &j in d {
+            dependents[j].push(i);
+        }
+    }
     let mut out: Vec<Vec<usize>> = Vec::new();
-    loop {
-        let ready: Vec<usize> = (0..commands.len())
-            .filter(|&i| level[i].is_none())
-            .filter(|&i| deps[i].iter().all(|&j| level[j].is_some()))
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut placed = 0;
+    while !ready.is_empty() {
+        placed += ready.len();
+        let mut next = Vec::new();
         for &i in &ready {
-            level[i] = Some(out.len());
-        }
-        out.push(ready);
-    }
-    if let Some(start) = level.iter().position(Option::is_none) {
-        // Walk unresolved dependencies until one repeats: that is a cycle.
-        let mut path = vec![start];
-        loop {
-            let at = *path.last().unwrap_or(&start);
-            let Some(&next) = deps[at].iter().find(|&&j| level[j].is_none()) else {
-                break;
-            };
-            if let Some(p) = path.iter().position(|&x| x == next) {
-                let mut cycle: Vec<String> = path[p..]
-                    .iter()
-                    .map(|&i| commands[i].name.clone())
-                    .collect();
-                cycle.push(commands[next].name.clone());
-                return Err(RequestError::Cycle(cycle));
+            for &k in &dependents[i] {
+                waiting[k] -= 1;
+                if waiting[k] == 0 {
+                    next.push(k);
+                }
             }
-            path.push(next);
         }
-        return Err(RequestError::Cycle(vec![commands[start].name.clone()]));
+        next.sort_unstable();
+        out.push(std::mem::replace(&mut ready, next));
     }
-    Ok(out)
+    if placed == n {
+        return Ok(out);
+    }
+    // Walk unplaced dependencies from an unplaced command until one
+    // repeats: that is a cycle (every unplaced command waits on another).
+    let unplaced = |i: usize| waiting[i] > 0;
+    let start = (0..n).find(|&i| unplaced(i)).unwrap_or(0);
+    let mut on_path: Vec<Option<usize>> = vec![None; n];
+    let mut path = vec![start];
+    on_path[start] = Some(0);
+    loop {
+        let at = path[path.len() - 1];
+        let Some(&next) = deps[at].iter().find(|&&j| unplaced(j)) else {
+            return Err(RequestError::Cycle(vec![commands[start].name.clone()]));
+        };
+        if let Some(p) = on_path[next] {
+            let mut cycle: Vec<String> = path[p..]
+                .iter()
+                .map(|&i| commands[i].name.clone())
+                .collect();
+            cycle.push(commands[next].name.clone());
+            return Err(RequestError::Cycle(cycle));
+        }
+        on_path[next] = Some(path.len());
+        path.push(next);
+    }
 }
 
 /// `path` (`a.b.0`) inside `v`; the empty path is `v`.
@@ -624,6 +648,42 @@ mod tests {
         let by_id = json!([{"name": "a", "function_id": "f"}, {"name": "b", "fun": "f", "function_id": "f"}]);
         let cmds = Command::list_from_json(by_id.to_string().as_bytes()).unwrap();
         assert!(cmds.iter().all(|c| c.function == "f"));
+    }
+
+    #[test]
+    fn long_chains_and_cycles_order_in_linear_time_up_to_the_limit() {
+        let chain = |n: usize, cyclic: bool| -> Vec<Command> {
+            (0..n)
+                .map(|i| {
+                    let c = Command::new(format!("c{i}"), "f");
+                    match (i, cyclic) {
+                        (0, false) => c,
+                        (0, true) => c.arg(format!("c{}", n - 1)),
+                        _ => c.arg(format!("c{}.x", i - 1)),
+                    }
+                })
+                .collect()
+        };
+        let r = Request::new(chain(MAX_COMMANDS, false)).unwrap();
+        assert_eq!(r.levels.len(), MAX_COMMANDS);
+        assert!(r.levels.iter().enumerate().all(|(i, l)| *l == [i]));
+        let e = Request::new(chain(MAX_COMMANDS, true)).unwrap_err();
+        assert!(
+            matches!(&e, RequestError::Cycle(p) if p.len() == MAX_COMMANDS + 1),
+            "{e:?}"
+        );
+        assert_eq!(
+            Request::new(chain(MAX_COMMANDS + 1, false)).unwrap_err(),
+            RequestError::TooManyCommands(MAX_COMMANDS + 1)
+        );
+        // One command referring to every other, many times over.
+        let mut wide = chain(MAX_COMMANDS - 1, false);
+        let all: Vec<Value> = (0..MAX_COMMANDS - 1)
+            .flat_map(|i| [json!(format!("c{i}")), json!(format!("c{i}"))])
+            .collect();
+        wide.push(Command::new("last", "f").arg(all));
+        let r = Request::new(wide).unwrap();
+        assert_eq!(r.levels.last().unwrap(), &[MAX_COMMANDS - 1]);
     }
 
     #[test]

@@ -71,7 +71,9 @@ struct Running {
     req: Request,
     /// The level whose commands are out.
     level: usize,
-    /// Calls of that level not answered yet, by command index.
+    /// Commands of that level not answered yet.
+    waiting: usize,
+    /// Their calls, by command index.
     inflight: HashMap<usize, CallId>,
     /// Results by command index.
     results: HashMap<usize, Value>,
@@ -184,6 +186,7 @@ impl Node {
             owner,
             req,
             level: 0,
+            waiting: 0,
             inflight: HashMap::new(),
             results: HashMap::new(),
             started: now,
@@ -193,15 +196,29 @@ impl Node {
         self.run_level(now, id);
     }
 
-    /// Starts the commands of request `id`'s current level.
+    /// Starts the commands of request `id`'s current level, one by one:
+    /// the arguments of a command are built only once the ones before it
+    /// started, so a failure stops the level before more is built.
     fn run_level(&mut self, now: Time, id: u64) {
-        let Some(r) = self.requests.running.get(&id) else {
+        let Some(r) = self.requests.running.get_mut(&id) else {
             return;
         };
+        let level = r.req.levels[r.level].clone();
+        r.waiting = level.len();
         let budget = r.deadline.saturating_since(now);
-        let mut calls = Vec::with_capacity(r.req.levels[r.level].len());
-        for &i in &r.req.levels[r.level] {
+        for i in level {
+            // A command that failed at once has ended the request.
+            let Some(r) = self.requests.running.get(&id) else {
+                return;
+            };
             let args = match r.req.arguments(i, &r.results) {
+                Ok(a) if a.len() > self.cfg.limits.max_frame_size => {
+                    let error = CallError::Rejected(
+                        "the arguments are larger than limits.max_frame_size".into(),
+                    );
+                    let command = r.req.commands[i].name.clone();
+                    return self.end_request(now, id, Err(ManyError::Failed { command, error }));
+                }
                 Ok(a) => a,
                 Err(e) => return self.end_request(now, id, Err(e.into())),
             };
@@ -214,13 +231,6 @@ impl Node {
                 timeout: Some(budget),
                 target_cluster: c.target_cluster.clone(),
             };
-            calls.push((i, call));
-        }
-        for (i, call) in calls {
-            // A command that failed at once has ended the request.
-            if !self.requests.running.contains_key(&id) {
-                return;
-            }
             let origin = Origin::Step {
                 request: id,
                 command: i,
@@ -258,9 +268,8 @@ impl Node {
             }
         };
         r.results.insert(i, value);
-        // Every command of a level starts before any answer is taken, so
-        // an empty in-flight set means the level is done.
-        if !r.inflight.is_empty() || r.results.len() < level_end(&r.req, r.level) {
+        r.waiting -= 1;
+        if r.waiting > 0 {
             return;
         }
         r.level += 1;
@@ -386,11 +395,6 @@ impl Node {
             whole: true,
         });
     }
-}
-
-/// How many commands the levels up to and including `level` hold.
-fn level_end(req: &Request, level: usize) -> usize {
-    req.levels[..=level].iter().map(Vec::len).sum()
 }
 
 #[cfg(test)]
