@@ -198,9 +198,10 @@ enum ClientCommand {
     /// FILE (`-` for standard input) holds a JSON list of commands in
     /// upstream MPREG's shape: `{"name", "fun", "args", "kwargs", "locs",
     /// "version_constraint", "target_cluster"}` (only `name` and `fun` are
-    /// required). An argument equal to another command's name takes its
-    /// result, `"name.field.0"` a part of it; commands run level by level,
-    /// each on a node its `locs` choose. A refused request (a cycle, a
+    /// required; upstream's `function_id` may stand for `fun`). An argument
+    /// equal to another command's name takes its result, `"name.field.0"` a
+    /// part of it; commands run level by level, each on a node its `locs`
+    /// choose. A refused request (a cycle, a
     /// duplicate name, no commands, bad JSON) exits 2, a failed command 1.
     CallMany {
         /// The commands (`-` reads standard input).

@@ -231,15 +231,13 @@ impl<Rt: Runtime> Client<Rt> {
     }
 
     async fn query(&self, query: Query) -> Result<QueryAnswer, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(ClientCommand::Query { query, reply })
+        let make = |reply| ClientCommand::Query { query, reply };
+        ask::<Rt, _>(&self.tx, REPLY_SLACK * 2, make)
             .await
-            .map_err(|_| ClientError::Closed)?;
-        runtime::timeout::<Rt, _>(REPLY_SLACK * 2, rx)
-            .await
-            .ok_or_else(|| ClientError::Timeout(self.url.to_string()))?
-            .map_err(|_| ClientError::Closed)
+            .map_err(|u| match u {
+                Unanswered::Closed => ClientError::Closed,
+                Unanswered::Late => ClientError::Timeout(self.url.to_string()),
+            })
     }
 
     /// The node's member table.
@@ -283,38 +281,57 @@ impl<Rt: Runtime> Client<Rt> {
     }
 }
 
+/// Why the connection's task gave no reply.
+enum Unanswered {
+    /// The connection closed.
+    Closed,
+    /// None came within the wait.
+    Late,
+}
+
+/// Sends the command `make` builds to the connection's task and waits up
+/// to `wait` for its reply.
+async fn ask<Rt: Runtime, T>(
+    tx: &mpsc::Sender<ClientCommand>,
+    wait: Duration,
+    make: impl FnOnce(oneshot::Sender<T>) -> ClientCommand,
+) -> Result<T, Unanswered> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| Unanswered::Closed)?;
+    match runtime::timeout::<Rt, _>(wait, rx).await {
+        Some(r) => r.map_err(|_| Unanswered::Closed),
+        None => Err(Unanswered::Late),
+    }
+}
+
+/// A call's error when the connection gave no answer.
+fn unanswered(u: Unanswered) -> CallError {
+    match u {
+        Unanswered::Closed => CallError::Unreachable,
+        Unanswered::Late => CallError::Timeout,
+    }
+}
+
 async fn call<Rt: Runtime>(
     tx: mpsc::Sender<ClientCommand>,
     call: Call,
 ) -> Result<Bytes, CallError> {
-    let budget = call.timeout.unwrap_or(DEFAULT_BUDGET);
-    let (reply, rx) = oneshot::channel();
-    let closed = || CallError::Unreachable;
-    tx.send(ClientCommand::Call { call, reply })
+    let wait = call.timeout.unwrap_or(DEFAULT_BUDGET) + REPLY_SLACK;
+    let make = |reply| ClientCommand::Call { call, reply };
+    ask::<Rt, _>(&tx, wait, make)
         .await
-        .map_err(|_| closed())?;
-    match runtime::timeout::<Rt, _>(budget + REPLY_SLACK, rx).await {
-        Some(Ok(r)) => r,
-        Some(Err(_)) => Err(closed()),
-        None => Err(CallError::Timeout),
-    }
+        .unwrap_or_else(|u| Err(unanswered(u)))
 }
 
 async fn call_many<Rt: Runtime>(
     tx: mpsc::Sender<ClientCommand>,
     request: Request,
 ) -> Result<Results, ManyError> {
-    let budget = request.timeout.unwrap_or(DEFAULT_BUDGET);
-    let (reply, rx) = oneshot::channel();
-    let closed = || ManyError::Request(CallError::Unreachable);
-    tx.send(ClientCommand::CallMany { request, reply })
+    let wait = request.timeout.unwrap_or(DEFAULT_BUDGET) + REPLY_SLACK;
+    let make = |reply| ClientCommand::CallMany { request, reply };
+    ask::<Rt, _>(&tx, wait, make)
         .await
-        .map_err(|_| closed())?;
-    match runtime::timeout::<Rt, _>(budget + REPLY_SLACK, rx).await {
-        Some(Ok(r)) => r,
-        Some(Err(_)) => Err(closed()),
-        None => Err(ManyError::Request(CallError::Timeout)),
-    }
+        .unwrap_or_else(|u| Err(ManyError::Request(unanswered(u))))
 }
 
 enum Waiting {
