@@ -159,6 +159,7 @@ pub fn small_config(seed: u64) -> Config {
 pub fn make_node(cfg: Config, i: u8, now: Time) -> Node {
     let identity = Identity {
         id: id(i),
+        key: mpreg_proto::testing::key(u128::from(i)),
         addr: addr(i),
         incarnation: 1,
     };
@@ -2448,6 +2449,7 @@ pub fn exercise(cfg: &Config) {
             c,
             Identity {
                 id: NodeId::from_u128(i),
+                key: mpreg_proto::testing::key(i),
                 addr: Addr::new(format!("cfg://{i}")),
                 incarnation: 1,
             },

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::select;
 use mpreg_proto::multistep::{self, ManyError};
 use mpreg_proto::{
-    Addr, CallError, Config, FunctionSpec, Identity, MemberView, Node as Core, NodeId,
+    Addr, CallError, Config, FunctionSpec, Identity, Keypair, MemberView, Node as Core, NodeId,
     RegisterError, Time,
 };
 use semver::Version;
@@ -59,6 +59,9 @@ pub enum StartError {
     /// The node's thread could not be started.
     #[error("cannot start the node's thread: {0}")]
     Thread(std::io::Error),
+    /// The operating system gave no randomness for the node's key.
+    #[error("no randomness from the operating system for the node's key")]
+    NoEntropy,
 }
 
 /// Who a running node is.
@@ -629,11 +632,13 @@ async fn run_node<T: Transport>(
     config.cluster_id = settings.cluster_id.clone();
     config.name = name.clone();
     config.rng_seed = os_random_u128() as u64;
-    let identity = Identity {
-        id: NodeId::from_u128(os_random_u128()),
-        addr: addr.clone(),
-        incarnation: unix_seconds(),
-    };
+    // A fresh key pair per start; the id derives from it.
+    let mut seed = [0; 32];
+    if rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut seed).is_err() {
+        let _ = ready.try_send(Err(StartError::NoEntropy));
+        return;
+    }
+    let identity = Identity::new(Keypair::from_seed(seed), addr.clone(), unix_seconds());
     let info = NodeInfo {
         id: identity.id,
         addr,

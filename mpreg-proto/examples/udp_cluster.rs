@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use mpreg_proto::{
-    Addr, Call, CallError, Closed, Config, ConnId, Event, FunctionSpec, Identity, Node, NodeId,
+    Addr, Call, CallError, Closed, Config, ConnId, Event, FunctionSpec, Identity, Keypair, Node,
     Order, Time,
 };
 use std::error::Error;
@@ -151,11 +151,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         config.limits.max_frame_size = 60_000;
         config.connections.max_held_bytes = 60_000;
         config.dissemination.sync_page_bytes = 16 * 1024;
-        let identity = Identity {
-            id: NodeId::from_u128(1 + i as u128),
-            addr: addrs[i].clone(),
-            incarnation: 1,
-        };
+        // A real node draws its key seed from the OS and keeps it in a file.
+        let key = Keypair::from_seed([1 + i as u8; 32]);
+        let identity = Identity::new(key, addrs[i].clone(), 1);
         let mut node = Node::new(config, identity, now(epoch))?;
         if i == 2 {
             node.register(now(epoch), FunctionSpec::new("double").resources(["cpu"]))?;

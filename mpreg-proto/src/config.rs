@@ -41,6 +41,11 @@ pub struct Config {
     pub leave: LeaveConfig,
     /// Caps on everything an input can grow.
     pub limits: Limits,
+    /// Who may join (cluster secrets, allowed keys); empty admits every
+    /// peer of the cluster id. Secrets are never written out with the
+    /// rest of the configuration.
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
+    pub admission: crate::Admission,
 }
 
 /// Durations in configuration files: a number of seconds (`0.5`, `2`), or
@@ -455,6 +460,7 @@ impl Default for Config {
             connections: ConnectionConfig::default(),
             leave: LeaveConfig::default(),
             limits: Limits::default(),
+            admission: crate::Admission::default(),
         }
     }
 }

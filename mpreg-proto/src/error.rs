@@ -26,6 +26,9 @@ pub enum FrameError {
     /// A client connection sent a member-only message.
     #[error("{0:?} is not allowed from a client")]
     NotAllowed(MessageKind),
+    /// The peer is not admitted (see [`crate::auth`]).
+    #[error("the peer is not admitted: {0}")]
+    NotAdmitted(crate::auth::Refusal),
     /// The node has left the cluster and ignores member traffic.
     #[error("the node has left")]
     Left,

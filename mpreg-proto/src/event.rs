@@ -1,6 +1,7 @@
 //! What the node tells its runtime ([`Order`]s) and its application
 //! ([`Event`]s).
 
+use crate::auth::Refusal;
 use crate::error::CallError;
 use crate::id::{Addr, CallId, InvocationId, NodeId};
 use crate::metrics::Limit;
@@ -172,4 +173,20 @@ pub enum Event {
     /// A configured limit was hit for the first time (later hits are only
     /// counted in [`Metrics`](crate::Metrics)).
     LimitHit(Limit),
+    /// This node's admission policy refused the peer at `addr` (its key,
+    /// its proof or its secret); the connection closes.
+    PeerRefused {
+        /// The peer's connection key.
+        addr: Addr,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The peer at `addr` refused this node (wrong secret, not on its
+    /// allow-list, …); the connection closes.
+    RefusedByPeer {
+        /// The peer's address.
+        addr: Addr,
+        /// Why, as the peer said.
+        reason: Refusal,
+    },
 }

@@ -83,11 +83,12 @@
 //!
 //! ```
 //! use mpreg_proto::{Addr, Call, Closed, Config, ConnId, Event, FunctionSpec, Identity};
-//! use mpreg_proto::{Node, NodeId, Order, Time};
+//! use mpreg_proto::{Keypair, Node, Order, Time};
 //! use std::collections::{BTreeMap, VecDeque};
 //!
 //! let mk = |i: u128| {
-//!     let id = Identity { id: NodeId::from_u128(i), addr: Addr::new(format!("mem://{i}")), incarnation: 1 };
+//!     let key = Keypair::from_seed([i as u8; 32]); // from the OS in real use
+//!     let id = Identity::new(key, Addr::new(format!("mem://{i}")), 1);
 //!     Node::new(Config { rng_seed: i as u64, ..Config::default() }, id, Time::ZERO).unwrap()
 //! };
 //! let mut nodes = [mk(0), mk(1)];
@@ -157,6 +158,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod catalog;
 pub mod chunk;
 pub mod client;
@@ -178,6 +180,7 @@ mod timers;
 pub mod upstream;
 pub mod wire;
 
+pub use auth::{Admission, ClusterSecret, Keypair, PublicKey, Refusal};
 pub use catalog::{Catalog, FnBody, FunctionSpec, Provider, ResourceSet, Route};
 pub use client::{ClientConn, ClientEvent};
 pub use config::{

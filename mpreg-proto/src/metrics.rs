@@ -20,11 +20,13 @@ pub enum RejectReason {
     IncompatibleVersion,
     NotAllowed,
     Left,
+    /// From a peer not (yet) admitted, or refused by the admission policy.
+    NotAdmitted,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::TooLarge,
         RejectReason::TooShort,
         RejectReason::BadMagic,
@@ -37,6 +39,7 @@ impl RejectReason {
         RejectReason::IncompatibleVersion,
         RejectReason::NotAllowed,
         RejectReason::Left,
+        RejectReason::NotAdmitted,
     ];
 }
 
@@ -195,6 +198,12 @@ pub struct Metrics {
     pub connections_idle_closed: u64,
     /// Connections that broke (closed with frames lost).
     pub connections_lost: u64,
+    /// Peers admitted by this node's policy.
+    pub peers_admitted: u64,
+    /// Peers this node's policy refused.
+    pub peers_refused: u64,
+    /// Times a peer's policy refused this node.
+    pub refused_by_peers: u64,
     /// Handlers cancelled because their call's budget ran out.
     pub invocations_timed_out: u64,
 }

@@ -65,9 +65,24 @@ pub fn addr(i: u128) -> Addr {
 pub fn identity(i: u128) -> Identity {
     Identity {
         id: NodeId::from_u128(i),
+        key: key(i),
         addr: addr(i),
         incarnation: 1,
     }
+}
+
+/// Node `i`'s key pair (its seed is `i`, twice).
+pub fn key(i: u128) -> crate::Keypair {
+    let mut seed = [0; 32];
+    seed[..16].copy_from_slice(&i.to_le_bytes());
+    seed[16..].copy_from_slice(&i.to_le_bytes());
+    crate::Keypair::from_seed(seed)
+}
+
+/// Node `i`'s identity with its id derived from its key, as clusters with
+/// an admission policy require.
+pub fn keyed_identity(i: u128) -> Identity {
+    Identity::new(key(i), addr(i), 1)
 }
 
 impl Lone {
@@ -302,7 +317,17 @@ impl std::fmt::Debug for Net {
 
 impl Net {
     /// `n` nodes with configs from `cfg(i)` (seeded with `i`), not joined.
-    pub fn new(n: usize, mut cfg: impl FnMut(usize) -> Config) -> Net {
+    pub fn new(n: usize, cfg: impl FnMut(usize) -> Config) -> Net {
+        Net::with_identities(n, cfg, |i| identity(i as u128))
+    }
+
+    /// Like [`Net::new`], node `i` with identity `id(i)` (e.g.
+    /// [`keyed_identity`]).
+    pub fn with_identities(
+        n: usize,
+        mut cfg: impl FnMut(usize) -> Config,
+        mut id: impl FnMut(usize) -> Identity,
+    ) -> Net {
         let mut net = Net {
             now: Time::ZERO,
             latency: Duration::from_millis(1),
@@ -321,7 +346,7 @@ impl Net {
         for i in 0..n {
             let mut c = cfg(i);
             c.rng_seed = i as u64;
-            let node = Node::new(c, identity(i as u128), Time::ZERO)
+            let node = Node::new(c, id(i), Time::ZERO)
                 .unwrap_or_else(|e| panic!("the test config does not validate: {e}"));
             net.nodes.push(Some(node));
             net.drain(i);

@@ -386,6 +386,9 @@ messages! {
     33 => FedResponse(CallResponse), "The outcome of a call, crossing back.";
     34 => ClientMany(ClientMany), "A multi-step call from a client connection.";
     35 => ClientManyReply(ClientManyReply), "Answers a client's multi-step call.";
+    36 => Identify(crate::auth::Identify), "Admission: the sender's key and a challenge.";
+    37 => Prove(crate::auth::Proof), "Admission: the answer to the receiver's challenge.";
+    38 => Refused(crate::auth::Refusal), "Admission: the receiver's policy refuses the sender.";
 }
 
 /// Opens a bridge: who the sender is, in which cluster.

@@ -43,6 +43,7 @@ impl N {
 fn node_with(cfg: Config, i: u128) -> N {
     let identity = Identity {
         id: NodeId::from_u128(i),
+        key: mpreg_proto::testing::key(i),
         addr: Addr::new(format!("sim://{i}")),
         incarnation: 1,
     };

@@ -11,6 +11,7 @@ use mpreg_proto::{Addr, Config, FunctionSpec, Identity, Node, NodeId, Time};
 fn node() -> Node {
     let identity = Identity {
         id: NodeId::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+        key: mpreg_proto::Keypair::from_seed([3; 32]),
         addr: Addr::new("ws://10.0.0.1:7000"),
         incarnation: 3,
     };

@@ -52,6 +52,7 @@ impl Harness {
     fn new(cfg: Config) -> Harness {
         let identity = Identity {
             id: id(1),
+            key: mpreg_proto::testing::key(1),
             addr: at(1),
             incarnation: 1,
         };

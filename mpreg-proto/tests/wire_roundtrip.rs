@@ -2,6 +2,7 @@
 //! makes decoding panic.
 
 use bytes::Bytes;
+use mpreg_proto::auth::{Identify, Proof, PublicKey, Refusal, Signature};
 use mpreg_proto::multistep::{ManyError, RequestError};
 use mpreg_proto::wire::*;
 use mpreg_proto::{Addr, CallError, CallId, FnBody, MemberState, NodeId, Route};
@@ -432,6 +433,38 @@ fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(t, es)| Message::ClientAnswer((t, QueryAnswer::Catalog(es))))
             .boxed(),
+        (any::<[u8; 32]>(), any::<[u8; 16]>())
+            .prop_map(|(key, nonce)| {
+                Message::Identify(Identify {
+                    key: PublicKey(key),
+                    nonce,
+                })
+            })
+            .boxed(),
+        (
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            proptest::option::of((any::<u32>(), any::<[u8; 32]>())),
+        )
+            .prop_map(|(a, b, secret)| {
+                let mut sig = [0; 64];
+                sig[..32].copy_from_slice(&a);
+                sig[32..].copy_from_slice(&b);
+                Message::Prove(Proof {
+                    signature: Signature(sig),
+                    secret,
+                })
+            })
+            .boxed(),
+        prop_oneof![
+            Just(Refusal::BadSignature),
+            Just(Refusal::KeyMismatch),
+            Just(Refusal::WrongSecret),
+            Just(Refusal::NotAllowed),
+            Just(Refusal::Incomplete),
+        ]
+        .prop_map(Message::Refused)
+        .boxed(),
     ])
 }
 

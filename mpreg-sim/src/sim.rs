@@ -5,6 +5,7 @@
 
 use crate::net::{Link, LinkModel, NetConfig};
 use bytes::Bytes;
+use mpreg_proto::Keypair;
 use mpreg_proto::{
     Addr, Call, CallError, CallId, Closed, Config, ConnId, Event, FunctionSpec, Identity,
     Invocation, InvocationId, Node, NodeId, Order, Time, Transmit,
@@ -115,6 +116,7 @@ pub struct SimNode {
     node: Option<Node>,
     addr: Addr,
     id: NodeId,
+    key: Keypair,
     zone: u16,
     incarnation: u64,
     config: Config,
@@ -376,13 +378,17 @@ impl Sim {
     /// [`set_zone_link`](Sim::set_zone_link)).
     pub fn add_node_in_zone(&mut self, mut config: Config, zone: u16) -> usize {
         let i = self.nodes.len();
-        let id = NodeId::from_u128(self.rng.random());
+        // The node's key from the sim's RNG; its id derives from the key.
+        let seed: u128 = self.rng.random();
+        let key = Keypair::from_seed(key_seed(seed));
+        let id = key.node_id();
         config.rng_seed = derive_seed(self.seed, i as u64);
         let addr = Addr::new(format!("sim://{i}"));
         let node = Node::new(
             config.clone(),
             Identity {
                 id,
+                key: key.clone(),
                 addr: addr.clone(),
                 incarnation: 1,
             },
@@ -395,6 +401,7 @@ impl Sim {
             node: Some(node),
             addr,
             id,
+            key,
             zone,
             incarnation: 1,
             config,
@@ -552,6 +559,7 @@ impl Sim {
             config,
             Identity {
                 id: n.id,
+                key: n.key.clone(),
                 addr: n.addr.clone(),
                 incarnation: n.incarnation,
             },
@@ -1227,4 +1235,12 @@ fn other_end(c: &Conn, me: u32) -> (u32, ConnId) {
     } else {
         c.ends[0]
     }
+}
+
+/// A key pair's 32-byte seed from 128 random bits (both halves).
+fn key_seed(r: u128) -> [u8; 32] {
+    let mut seed = [0; 32];
+    seed[..16].copy_from_slice(&r.to_le_bytes());
+    seed[16..].copy_from_slice(&r.to_le_bytes());
+    seed
 }

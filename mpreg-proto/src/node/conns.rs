@@ -23,6 +23,7 @@
 //!   ring, bridges, pending neighbours) closes after `idle_timeout` without
 //!   traffic; clients after `client_idle_timeout`.
 
+use super::admission::Gate;
 use super::{Node, PeerHello, Status};
 use crate::event::{Closed, ConnId, Order, TrafficClass, Transmit};
 use crate::id::{Addr, NodeId};
@@ -47,7 +48,7 @@ pub(super) struct Conn {
     pub(super) key: Addr,
     /// This node dialled it.
     pub(super) outbound: bool,
-    opened: Time,
+    pub(super) opened: Time,
     last_activity: Time,
     /// Who spoke on it (from its `Hello` or `BridgeHello`).
     pub(super) node: Option<NodeId>,
@@ -65,7 +66,9 @@ pub(super) struct Conn {
     /// When this node last told the peer that it holds it Suspect/Dead.
     told: Option<Time>,
     /// When this node ordered it closed.
-    closing: Option<Time>,
+    pub(super) closing: Option<Time>,
+    /// Admission: see `node::admission`.
+    pub(super) gate: Gate,
 }
 
 /// Frames held for an address while it is dialled (or backing off).
@@ -217,6 +220,7 @@ impl Node {
             refilled: now,
             told: None,
             closing: None,
+            gate: Gate::new(self.cfg.admission.is_open()),
         }
     }
 
@@ -310,7 +314,7 @@ impl Node {
         }
         let to = self.conns.primary(addr).unwrap_or(id);
         for (frame, class) in held.frames {
-            self.emit(to, frame, class);
+            self.emit(now, to, frame, class);
         }
         if self.status >= Status::Left {
             self.close_conn(now, id);
@@ -325,7 +329,7 @@ impl Node {
         if let Some(id) = self.conns.primary(addr) {
             // The peer dialled in meanwhile: its connection serves.
             for (frame, class) in held.frames {
-                self.emit(id, frame, class);
+                self.emit(now, id, frame, class);
             }
             self.arm_dial_timer();
             return;
@@ -438,7 +442,7 @@ impl Node {
             }
             let frame = encode(version, tag);
             if self.count_out(kind, frame.len()) {
-                self.emit(id, Bytes::from(frame), class);
+                self.emit(now, id, Bytes::from(frame), class);
             }
             return;
         }
@@ -472,8 +476,12 @@ impl Node {
         }
     }
 
-    /// Queues a `Send` order.
-    fn emit(&mut self, conn: ConnId, frame: Bytes, class: TrafficClass) {
+    /// Queues a `Send` order, or holds the frame while the connection's
+    /// peer is not admitted.
+    pub(super) fn emit(&mut self, now: Time, conn: ConnId, frame: Bytes, class: TrafficClass) {
+        if self.gate_out(now, conn, &frame, class) {
+            return;
+        }
         self.emit_transmit(Transmit {
             conn,
             frame,
@@ -491,18 +499,26 @@ impl Node {
         self.orders.push_back(Order::Send(t));
     }
 
+    /// This node's `Hello` on `id`, and its challenge if it has a policy.
     fn send_hello_on(&mut self, id: ConnId) {
         let Some(c) = self.conns.map.get_mut(&id) else {
             return;
         };
         c.hello_sent = true;
-        let frame = wire::encode(
-            &Message::Hello(self.hello()),
-            wire::MIN_PROTOCOL_VERSION,
-            self.cluster_tag,
-        );
-        if self.count_out(MessageKind::Hello, frame.len()) {
-            self.emit(id, Bytes::from(frame), TrafficClass::Control);
+        self.emit_control(id, &Message::Hello(self.hello()));
+        self.challenge(id);
+    }
+
+    /// Sends a handshake message on `id` (never held by the gate).
+    pub(super) fn emit_control(&mut self, id: ConnId, msg: &Message) {
+        let frame = wire::encode(msg, wire::MIN_PROTOCOL_VERSION, self.cluster_tag);
+        if self.count_out(msg.kind(), frame.len()) {
+            self.emit_transmit(Transmit {
+                conn: id,
+                frame: Bytes::from(frame),
+                class: TrafficClass::Control,
+                whole: false,
+            });
         }
     }
 
@@ -609,6 +625,21 @@ impl Node {
                 role: h.role,
             };
         };
+        if !c.gate.open && h.role == Role::Member {
+            // Applied once the peer is admitted (see `node::admission`).
+            let key = c.key.clone();
+            let hello_sent = c.hello_sent;
+            let node = h.node;
+            c.gate.hello = Some(h);
+            if !hello_sent {
+                self.send_hello_on(id);
+            }
+            return PeerHello {
+                node,
+                addr: key,
+                role: Role::Member,
+            };
+        }
         c.node = Some(h.node);
         c.incarnation = h.incarnation;
         c.role = h.role;
@@ -664,7 +695,7 @@ impl Node {
                     None => VecDeque::new(),
                 };
                 for (frame, class) in held {
-                    self.emit(id, frame, class);
+                    self.emit(now, id, frame, class);
                 }
             }
             Some(other) if other == id => {}
@@ -818,6 +849,9 @@ impl Node {
         let (idle, client_idle, close_timeout) =
             (c.idle_timeout, c.client_idle_timeout, c.close_timeout);
         let linger = idle.min(self.cfg.membership.probe_period);
+        if !self.cfg.admission.is_open() {
+            self.refuse_slow(now);
+        }
         let mut close = Vec::new();
         let mut abort = Vec::new();
         for (id, c) in &self.conns.map {
@@ -947,6 +981,7 @@ mod tests {
             refilled: Time::ZERO,
             told: None,
             closing: None,
+            gate: Gate::new(true),
         }
     }
 

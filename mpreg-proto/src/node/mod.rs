@@ -6,6 +6,7 @@
 //! and passive views), `broadcast` (Plumtree), `sync` (anti-entropy) and
 //! `calls` (routing, invocations, deduplication).
 
+mod admission;
 mod broadcast;
 mod calls;
 mod conns;
@@ -18,6 +19,7 @@ mod sync;
 pub use calls::Call;
 pub use requests::RequestId;
 
+use crate::auth::{Admission, Keypair, Refusal};
 use crate::catalog::{Catalog, FunctionSpec};
 use crate::config::{Config, ConfigError};
 use crate::digest::RangeTree;
@@ -35,19 +37,36 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
 
-/// Who a node is: a stable id, where it listens, and its incarnation.
+/// Who a node is: its key pair, its id, where it listens, and its
+/// incarnation.
 ///
 /// A restarting process must use an incarnation above any it used before:
 /// the persisted last one + 1, else the Unix time in seconds (a generation
 /// number). The core never reads a clock, so the runtime supplies it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Identity {
-    /// Stable node id.
+    /// Stable node id: [`Identity::new`] derives it from the key, as every
+    /// cluster with an [`Admission`](crate::Admission) policy requires. An
+    /// id of your own choosing works only in open clusters (tests, sims).
     pub id: NodeId,
+    /// The node's key pair.
+    pub key: Keypair,
     /// Address peers dial.
     pub addr: Addr,
     /// Incarnation of this process.
     pub incarnation: Incarnation,
+}
+
+impl Identity {
+    /// The identity of `key`'s node at `addr`, its id derived from the key.
+    pub fn new(key: Keypair, addr: Addr, incarnation: Incarnation) -> Identity {
+        Identity {
+            id: key.node_id(),
+            key,
+            addr,
+            incarnation,
+        }
+    }
 }
 
 /// What a `Hello` said.
@@ -148,6 +167,7 @@ pub struct MemberView {
 pub struct Node {
     cfg: Config,
     me: NodeId,
+    key: Keypair,
     addr: Addr,
     incarnation: Incarnation,
     /// Catalog epoch: the incarnation this process started with.
@@ -193,6 +213,7 @@ impl Node {
             cluster_tag: wire::cluster_tag(&config.cluster_id),
             rng,
             me: identity.id,
+            key: identity.key,
             addr: identity.addr,
             incarnation: identity.incarnation,
             epoch: identity.incarnation,
@@ -232,6 +253,11 @@ impl Node {
     }
 
     // ----- getters -------------------------------------------------------
+
+    /// This node's public key (its id derives from it).
+    pub fn public_key(&self) -> crate::PublicKey {
+        self.key.public()
+    }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
@@ -535,6 +561,14 @@ impl Node {
                 FrameError::IncompatibleVersion { min, max },
             ));
         }
+        match self.gate_in(now, conn, kind, federated, frame) {
+            admission::Entry::Pass => {}
+            admission::Entry::Held => return Ok(()),
+            admission::Entry::Refused => {
+                let e = FrameError::NotAdmitted(Refusal::Incomplete);
+                return Err(self.reject(RejectReason::NotAdmitted, e));
+            }
+        }
         self.metrics.frames_in[kind.index()] += 1;
         self.metrics.bytes_in[kind.index()] += frame.len() as u64;
         if sync::is_sync(kind) {
@@ -544,6 +578,9 @@ impl Node {
             Message::Hello(h) => {
                 self.on_hello(now, conn, h);
             }
+            Message::Identify(i) => self.on_identify(conn, i),
+            Message::Prove(p) => self.on_prove(now, conn, p),
+            Message::Refused(r) => self.on_refused(now, conn, r),
             other => self.dispatch(now, &from, peer, other),
         }
         self.flush(now);
@@ -583,7 +620,7 @@ impl Node {
         }
         self.heard_from_bridge(now, from, None);
         match msg {
-            Message::Hello(_) => {}
+            Message::Hello(_) | Message::Identify(_) | Message::Prove(_) | Message::Refused(_) => {}
             Message::Ping(seq) => {
                 self.on_ping(now, from, seq);
                 // Active peers ping each other every period: a ping from a
@@ -872,6 +909,15 @@ impl Node {
         self.write_own_catalog(now, spec.name, spec.version, Default::default(), Some(body));
         self.flush(now);
         Ok(())
+    }
+
+    /// Replaces the admission policy (a reloaded secret or allow-list file).
+    /// New connections follow it at once; admitted peers stay, except that
+    /// a peer whose key left the allow-list is disconnected.
+    pub fn set_admission(&mut self, now: Time, admission: Admission) {
+        self.cfg.admission = admission;
+        self.drop_disallowed(now);
+        self.flush(now);
     }
 
     /// Removes a function from this node. Returns whether it was registered.
