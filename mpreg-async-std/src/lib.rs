@@ -28,6 +28,13 @@
 //! (async-std sockets, async-tungstenite handshakes, the message mapping
 //! of [`mpreg_drive::tungstenite`]).
 //!
+//! **`ws://` only**: WebSocket over TLS (`wss://`) and QUIC are tokio's
+//! for now (`mpreg_tokio::WssTransport`, `mpreg-quic`); `mpreg server
+//! start --runtime async-std` with a `wss://` or `quic://` listen URL stops
+//! with a configuration error saying so. An async-std `wss://` transport
+//! would be this one over `futures-rustls` with `mpreg_tls::Identity`'s
+//! configurations.
+//!
 //! **async-std is discontinued in favour of smol.** A smol adapter is the
 //! same few lines: `run_local` as here with `smol::block_on`, `spawn` is
 //! `smol::spawn`, `spawn_blocking` is

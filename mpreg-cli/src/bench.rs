@@ -130,6 +130,14 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
             serve_with(t, t).await
         }
         (Kind::Quic, Executor::AsyncStd) => Err("QUIC runs on tokio only".into()),
+        (Kind::Wss, Executor::AsyncStd) => Err("wss:// runs on tokio only".into()),
+        (Kind::Wss, Executor::Tokio) => match (
+            mpreg_tokio::WssTransport::self_signed(),
+            mpreg_tokio::WssTransport::self_signed(),
+        ) {
+            (Ok(a), Ok(b)) => serve_with(a, b).await,
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        },
         (Kind::Ws, Executor::Tokio) => serve_with(WsTransport, WsTransport).await,
         (Kind::Quic, Executor::Tokio) => match (
             mpreg_quic::QuicTransport::self_signed(),
@@ -204,6 +212,7 @@ fn spawn_server(kind: Kind, runtime: Executor) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let t = match kind {
         Kind::Ws => "ws",
+        Kind::Wss => "wss",
         Kind::Quic => "quic",
     };
     let mut child = Command::new(exe)
@@ -446,7 +455,12 @@ async fn bench(a: BenchArgs) -> Result<(), String> {
         for &kind in &a.transport {
             for &runtime in &a.runtime {
                 let cells = match (kind, runtime) {
-                    (Kind::Quic, Executor::AsyncStd) => continue,
+                    (Kind::Quic | Kind::Wss, Executor::AsyncStd) => continue,
+                    (Kind::Wss, _) => {
+                        let t =
+                            mpreg_tokio::WssTransport::self_signed().map_err(|e| e.to_string())?;
+                        run_once(kind, runtime, t, &a).await?
+                    }
                     (Kind::Ws, _) => run_once(kind, runtime, WsTransport, &a).await?,
                     (Kind::Quic, _) => {
                         let t =
@@ -502,6 +516,7 @@ fn print_table(rows: &[(Cell, Figures, Figures)]) {
         let t = match (kind, api) {
             (Kind::Ws, Api::Native) => "WebSocket",
             (Kind::Ws, Api::Upstream) => "WebSocket, upstream JSON",
+            (Kind::Wss, _) => "WebSocket over TLS",
             (Kind::Quic, _) => "QUIC",
         };
         say!(

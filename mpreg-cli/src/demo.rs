@@ -110,13 +110,11 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         if let Some(Some(prev)) = d.nodes.last() {
             s.seeds = vec![prev.addr().clone()];
         }
-        let node = net::start(args.transport, &Default::default(), s)
-            .await
-            .map_err(|e| match e {
-                net::Failure::Config(e) | net::Failure::Other(e) => {
-                    format!("node {i} did not start: {e}")
-                }
-            })?;
+        let node = net::start(args.transport, s).await.map_err(|e| match e {
+            net::Failure::Config(e) | net::Failure::Other(e) => {
+                format!("node {i} did not start: {e}")
+            }
+        })?;
         let mut events = node.events();
         let tx = tx.clone();
         tokio::spawn(async move {

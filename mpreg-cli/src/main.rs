@@ -68,10 +68,11 @@ enum ServerCommand {
     ///
     /// Settings are read from the --config file, then the MPREG_*
     /// environment variables, then these flags; later wins. The transport
-    /// is the scheme of --listen (ws:// or quic://; without --listen, the
-    /// seeds' scheme, else ws). On start the node prints
-    /// `MPREG_URL=ws://HOST:PORT` (or `quic://HOST:PORT/sha256=…`) and its
-    /// other settings as `MPREG_*=` lines on standard output.
+    /// is the scheme of --listen (ws://, wss:// or quic://; without
+    /// --listen, the seeds' scheme, else ws). On start the node prints
+    /// `MPREG_URL=ws://HOST:PORT` (or `wss://`/`quic://HOST:PORT/sha256=…`
+    /// with a self-signed certificate) and its other settings as `MPREG_*=`
+    /// lines on standard output.
     Start(Box<StartArgs>),
 }
 
@@ -80,9 +81,9 @@ struct StartArgs {
     /// TOML config file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where to listen, and over which transport: ws://HOST:PORT or
-    /// quic://HOST:PORT (port 0 picks a free one); overrides --host and
-    /// --port.
+    /// Where to listen, and over which transport: ws://HOST:PORT,
+    /// wss://HOST:PORT (WebSocket over TLS) or quic://HOST:PORT (port 0
+    /// picks a free one); overrides --host and --port.
     #[arg(long, value_name = "URL")]
     listen: Option<String>,
     #[command(flatten)]
@@ -119,7 +120,7 @@ struct StartArgs {
     /// node's resources (repeatable).
     #[arg(long = "fn-echo", value_name = "NAME")]
     fn_echo: Vec<String>,
-    /// The executor the node runs on: tokio or async-std (WebSocket only)
+    /// The executor the node runs on: tokio or async-std (ws:// only)
     /// [default: tokio]. Nodes of both kinds form one cluster.
     #[arg(long, value_name = "EXECUTOR")]
     runtime: Option<String>,
@@ -156,8 +157,8 @@ struct FederationArgs {
 
 #[derive(Args, Debug)]
 struct ClientArgs {
-    /// The node to talk to (ws://HOST:PORT, or quic://HOST:PORT/sha256=…
-    /// as the node printed it).
+    /// The node to talk to (ws://HOST:PORT, or wss:// or
+    /// quic://HOST:PORT/sha256=… as the node printed it).
     #[arg(long, default_value = "ws://127.0.0.1:7000", global = true)]
     url: String,
     #[command(flatten)]
@@ -291,12 +292,13 @@ fn flags_layer(a: &StartArgs) -> Result<(Layer, Option<net::Kind>), ConfigError>
         check_executor("--runtime", r)?;
         l.set("runtime.executor", r.as_str());
     }
+    a.tls.set_in(&mut l);
     federation_flags(&a.federation, &mut l)?;
     if let Some(url) = &a.listen {
         let (k, host, port) = net::parse_listen(url).ok_or_else(|| ConfigError::Invalid {
             key: "--listen".into(),
             value: url.clone(),
-            expected: "ws://HOST:PORT or quic://HOST:PORT".into(),
+            expected: "ws://HOST:PORT, wss://HOST:PORT or quic://HOST:PORT".into(),
         })?;
         kind = Some(k);
         l.set("host", host).set("port", i64::from(port));
@@ -377,7 +379,7 @@ async fn server_start(a: StartArgs) -> ExitCode {
                 .and_then(|s| net::Kind::of_url(s.as_str()))
         })
         .unwrap_or(net::Kind::Ws);
-    let node = match net::start(kind, &a.tls.config(), settings.clone()).await {
+    let node = match net::start(kind, settings.clone()).await {
         Ok(n) => n,
         Err(net::Failure::Config(e)) => return fail(EXIT_CONFIG, e),
         Err(net::Failure::Other(e)) => return fail(1, e),

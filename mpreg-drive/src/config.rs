@@ -22,8 +22,9 @@
 //! The protocol sections (`[membership]`, `[overlay]`, `[dissemination]`,
 //! `[calls]`, `[limits]`, `[connections]`, `[leave]`) are the core's own
 //! configuration types ([`mpreg_proto::Config`]), read as they are: every
-//! key is the field's name, every default the core's. `[runtime]` is
-//! [`RuntimeSettings`]. Federation with other clusters is the
+//! key is the field's name, every default the core's. `[tls]` is
+//! [`TlsSettings`] (`cert`, `key`, `ca`: PEM paths for `wss://` and
+//! `quic://`). `[runtime]` is [`RuntimeSettings`]. Federation with other clusters is the
 //! `[federation]` section; without it nothing crosses clusters:
 //!
 //! ```toml
@@ -49,7 +50,7 @@ use mpreg_proto::{
     FederationConfig, LeaveConfig, Limits, MembershipConfig, OverlayConfig, Policy,
 };
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use toml::{Table, Value};
@@ -57,7 +58,7 @@ use toml::{Table, Value};
 pub use mpreg_proto::config::duration::parse as parse_duration;
 
 /// Environment variables read by [`Layer::from_env`].
-pub const ENV_VARS: [&str; 9] = [
+pub const ENV_VARS: [&str; 12] = [
     "MPREG_HOST",
     "MPREG_PORT",
     "MPREG_NAME",
@@ -67,6 +68,9 @@ pub const ENV_VARS: [&str; 9] = [
     "MPREG_GOSSIP_INTERVAL",
     "MPREG_TOPOLOGY",
     "MPREG_RUNTIME",
+    "MPREG_TLS_CERT",
+    "MPREG_TLS_KEY",
+    "MPREG_TLS_CA",
 ];
 
 /// The executors mpreg-rs has adapters for (`runtime.executor`).
@@ -164,6 +168,23 @@ impl RuntimeSettings {
             self.queue_call_bytes,
         ]
     }
+}
+
+/// Certificates of the TLS transports (`wss://` and `quic://`; the
+/// `[tls]` section, `MPREG_TLS_*`, `--tls-*`). Paths only: the transport
+/// reads them when it starts (`mpreg_tls::TlsConfig`), so an unreadable
+/// file fails there, naming the file. With neither `cert` nor `key`, a
+/// TLS node makes a self-signed certificate and pins it in its URL. A
+/// `ws://` node ignores them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this node (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates that verify peers whose URL pins no fingerprint.
+    pub ca: Option<PathBuf>,
 }
 
 /// A named configuration template, shipped as a TOML file.
@@ -278,6 +299,8 @@ struct File {
     #[serde(default)]
     runtime: RuntimeSettings,
     #[serde(default)]
+    tls: TlsSettings,
+    #[serde(default)]
     federation: FederationFile,
 }
 
@@ -333,6 +356,15 @@ impl File {
         }
         if let Some(e) = &self.runtime.executor {
             check_executor(&key("runtime.executor"), e)?;
+        }
+        for (k, p) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.ca", &self.tls.ca),
+        ] {
+            if let Some(p) = p {
+                check_path(&key(k), p)?;
+            }
         }
         let f = &self.federation;
         if let Some(p) = &f.policy {
@@ -495,6 +527,13 @@ fn check_text(key: &str, v: &str, allow_empty: bool) -> Result<(), ConfigError> 
     Ok(())
 }
 
+fn check_path(key: &str, p: &Path) -> Result<(), ConfigError> {
+    if p.as_os_str().is_empty() {
+        return Err(invalid(key, "", "a file path"));
+    }
+    Ok(())
+}
+
 fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         return Err(invalid(key, "0", "a positive duration"));
@@ -614,6 +653,15 @@ impl Layer {
             check_executor("MPREG_RUNTIME", v.trim())?;
             l.set("runtime.executor", v.trim());
         }
+        for (name, key) in [
+            ("MPREG_TLS_CERT", "tls.cert"),
+            ("MPREG_TLS_KEY", "tls.key"),
+            ("MPREG_TLS_CA", "tls.ca"),
+        ] {
+            if let Some(v) = var(name) {
+                l.set(key, v);
+            }
+        }
         Ok(l)
     }
 
@@ -715,6 +763,8 @@ pub struct Settings {
     pub protocol: Config,
     /// Runtime knobs.
     pub runtime: RuntimeSettings,
+    /// Certificates of the TLS transports (`wss://`, `quic://`).
+    pub tls: TlsSettings,
 }
 
 impl Default for Settings {
@@ -731,6 +781,7 @@ impl Default for Settings {
             echo_functions: Vec::new(),
             protocol: Config::default(),
             runtime: RuntimeSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -828,6 +879,7 @@ impl Settings {
             echo_functions: f.echo_functions.unwrap_or_default(),
             protocol,
             runtime: f.runtime,
+            tls: f.tls,
         };
         let mut s = s;
         s.protocol.cluster_id = s.cluster_id.clone();
@@ -1022,6 +1074,28 @@ mod tests {
             let e = Layer::from_toml(bad, "c.toml").unwrap_err().to_string();
             assert!(e.contains("runtime.executor") && e.contains("smol"), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_paths_come_from_toml_the_environment_or_a_flag() {
+        let tls = |layers: Vec<Layer>| Settings::resolve(layers).unwrap().tls;
+        assert_eq!(tls(vec![]), TlsSettings::default());
+        let file = Layer::from_toml(
+            "[tls]\ncert = \"n.pem\"\nkey = \"n.key\"\nca = \"ca.pem\"",
+            "a.toml",
+        )
+        .unwrap();
+        let env = Layer::from_env(env(&[("MPREG_TLS_CA", "env-ca.pem")])).unwrap();
+        let mut flag = Layer::default();
+        flag.set("tls.cert", "flag.pem");
+        let t = tls(vec![file, env, flag]);
+        assert_eq!(t.cert, Some(PathBuf::from("flag.pem")));
+        assert_eq!(t.key, Some(PathBuf::from("n.key")));
+        assert_eq!(t.ca, Some(PathBuf::from("env-ca.pem")));
+        let e = Layer::from_toml("[tls]\ncrt = \"x\"", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("crt"), "{e}");
+        let e = Layer::from_toml("[tls]\nca = \"\"", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("tls.ca"), "{e}");
     }
 
     #[test]

@@ -67,7 +67,9 @@ pub use api::{
     CallBuilder, Events, FunctionEntry, ManyBuilder, Observed, Reply, Stats, Stopped, funtimes,
 };
 pub use client::{Client, ClientError};
-pub use config::{ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, Topology};
+pub use config::{
+    ConfigError, Layer, PolicyKind, RuntimeSettings, Settings, TlsSettings, Topology,
+};
 pub use node::{Node, NodeInfo, StartError};
 pub use runtime::{AnyRuntime, DefaultTransport, Runtime};
 pub use transport::Transport;
@@ -87,7 +89,7 @@ pub mod exports {
         ConnView, DefaultTransport, Event, Events, FunctionEntry, FunctionSpec, Layer, ManyBuilder,
         ManyError, MemberState, MemberView, Metrics, NodeId, NodeInfo, Observed, Policy,
         PolicyKind, RegisterError, Reply, RequestError, Results, Runtime, RuntimeSettings,
-        Settings, StartError, Stats, Stopped, Topology, Transport, Version, VersionReq, client,
-        config, funtimes, runtime, transport,
+        Settings, StartError, Stats, Stopped, TlsSettings, Topology, Transport, Version,
+        VersionReq, client, config, funtimes, runtime, transport,
     };
 }

@@ -10,7 +10,7 @@
 use crate::transport::{MessageSink, MessageStream};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use mpreg_proto::Addr;
+use mpreg_proto::{Addr, Url};
 use std::io;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error, Message};
@@ -42,15 +42,18 @@ pub fn io_err(e: Error) -> io::Error {
 
 /// The `host:port` a `ws://` URL dials.
 pub fn authority(addr: &Addr) -> io::Result<String> {
-    addr.url()
-        .filter(|u| u.scheme == "ws")
-        .map(|u| u.authority.to_string())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a ws:// URL: {addr}"),
-            )
-        })
+    dial_target(addr, "ws").map(|u| u.authority.to_string())
+}
+
+/// The parts of a `scheme://host:port[/path]` URL a transport dials (`ws`,
+/// or `wss`, whose path may pin a certificate).
+pub fn dial_target<'a>(addr: &'a Addr, scheme: &str) -> io::Result<Url<'a>> {
+    addr.url().filter(|u| u.scheme == scheme).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a {scheme}:// URL: {addr}"),
+        )
+    })
 }
 
 impl<S> MessageSink for WsSink<S>

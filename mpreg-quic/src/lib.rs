@@ -17,7 +17,10 @@
 //!   certificate made at start whose fingerprint goes into the node's URL.
 //!   Peers learn the URL (and so the pin) with the address, by gossip.
 //!   Verification is always on: a dial to a URL without a pin needs a CA;
-//!   [`QuicConfig::trust_this_cert_for_tests`] exists for tests only.
+//!   [`QuicConfig::trust_this_cert_for_tests`] exists for tests only. The
+//!   certificate code is [`mpreg_tls`]'s, shared with WebSocket over TLS
+//!   (`wss://`, `mpreg_tokio::WssTransport`): [`QuicConfig`] is
+//!   [`mpreg_tls::TlsConfig`], so one configuration serves both.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,7 +45,7 @@
 pub mod tls;
 pub mod transport;
 
-pub use tls::{QuicConfig, TlsError, fingerprint, self_signed_pem};
+pub use tls::{QuicConfig, TlsConfig, TlsError, fingerprint, self_signed_pem};
 pub use transport::{QuicListener, QuicSink, QuicStream, QuicTransport};
 
 use mpreg_tokio::{Client, ClientError, Node, Settings, StartError};

@@ -16,7 +16,7 @@
 //! deliberate close reads as clean.
 
 use crate::QuicConfig;
-use crate::tls::{Tls, TlsError, pin_path};
+use crate::tls::{Tls, TlsError};
 use bytes::Bytes;
 use mpreg_proto::chunk;
 use mpreg_proto::{Addr, TrafficClass};
@@ -67,7 +67,7 @@ impl QuicTransport {
 
     /// The fingerprint this node advertises in its URL, if any.
     pub fn fingerprint(&self) -> Option<&str> {
-        self.inner.tls.advertised_pin.as_deref()
+        self.inner.tls.identity.advertised_pin()
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<quinn::Endpoint>> {
@@ -136,10 +136,7 @@ impl Transport for QuicTransport {
     }
 
     fn url(&self, authority: &str) -> Addr {
-        match self.fingerprint() {
-            Some(fp) => Addr::new(format!("quic://{authority}/{}", pin_path(fp))),
-            None => Addr::new(format!("quic://{authority}")),
-        }
+        Addr::new(self.inner.tls.identity.url("quic", authority))
     }
 
     async fn bind(&self, host: &str, port: u16) -> io::Result<QuicListener> {
@@ -159,7 +156,7 @@ impl Transport for QuicTransport {
     async fn dial(&self, addr: &Addr, max_message: usize) -> io::Result<(QuicSink, QuicStream)> {
         let (host, port, path) =
             parse_url(addr).ok_or_else(|| invalid(format!("not a quic:// URL: {addr}")))?;
-        let client = self.inner.tls.client_for(path).map_err(invalid)?;
+        let client = self.inner.tls.client_for(path).map_err(TlsError::into_io)?;
         let target = resolve(host, port).await?;
         let endpoint = self.endpoint_for(&target)?;
         let connecting = endpoint

@@ -2,9 +2,12 @@
 //!
 //! The tokio adapter of [`mpreg_drive`]'s drive loop: the [`Tokio`]
 //! [`Runtime`] (a node's thread runs a current-thread runtime; blocking
-//! handlers go to its blocking pool) and the WebSocket transport
-//! [`WsTransport`] (tokio-tungstenite). QUIC is `mpreg-quic`, on this
-//! runtime too. Everything else — the loop, connections, the application
+//! handlers go to its blocking pool), the WebSocket transport
+//! [`WsTransport`] (`ws://`, tokio-tungstenite) and WebSocket over TLS,
+//! [`WssTransport`] (`wss://`, tokio-rustls; see [`wss`]), whose
+//! certificates — PEM files, or self-signed and pinned by the fingerprint
+//! in the node's URL — are [`mpreg_tls`]'s, as QUIC's are. QUIC is
+//! `mpreg-quic`, on this runtime too. Everything else — the loop, connections, the application
 //! API — is `mpreg-drive`'s, re-exported here: [`Node`] is
 //! `mpreg_drive::Node<Tokio>`, [`Client`] is `mpreg_drive::Client<Tokio>`.
 //!
@@ -33,15 +36,35 @@
 //! a.leave().await;
 //! # Ok(()) }
 //! ```
+//!
+//! Over `wss://`, start the nodes with [`wss::start`] (self-signed, pinned)
+//! or [`wss::start_with`] (a [`TlsConfig`] with PEM files and a CA), and
+//! connect clients with [`wss::connect`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mpreg_tokio::{Settings, wss};
+//!
+//! let a = wss::start(Settings::local()).await?;
+//! assert!(a.addr().as_str().starts_with("wss://127.0.0.1:"));
+//! assert!(a.addr().as_str().contains("/sha256="));
+//! let b = wss::start(Settings { seeds: vec![a.addr().clone()], ..Settings::local() }).await?;
+//! let client = wss::connect(a.addr().as_str()).await?;
+//! let s: String = client.call("echo", &("hi",)).await?.json()?;
+//! # Ok(()) }
+//! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 mod tokio_rt;
 mod ws;
+pub mod wss;
 
+pub use mpreg_tls::{TlsConfig, TlsError};
 pub use tokio_rt::Tokio;
 pub use ws::{WsListener, WsSink, WsStream, WsTransport};
+pub use wss::{WssError, WssListener, WssSink, WssStream, WssTransport};
 
 /// A running node on tokio (see [`mpreg_drive::Node`]).
 pub type Node = mpreg_drive::Node<Tokio>;
